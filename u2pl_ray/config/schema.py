@@ -1,0 +1,203 @@
+"""The one typed configuration of a run. YAML files under configs/ fill it; `--set a.b=c` overrides it.
+
+Each section is a pydantic model that forbids unknown keys, so a typo is an error that names the key.
+Values left as `None` where the variant decides them are resolved once, in `Config._resolve_variant`,
+so that the saved config of a run shows what was actually used.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Variant = Literal["official", "paper"]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SyntheticConfig(Section):
+    """The built-in synthetic benchmark (u2pl_ray.data.synthetic), generated on first use."""
+
+    num_train: int = Field(640, gt=0, description="training images (labelled + unlabelled)")
+    num_val: int = Field(96, gt=0, description="validation images")
+    image_size: int = Field(96, ge=32, description="side of the square images, pixels")
+    num_object_classes: int = Field(5, ge=1, le=10, description="object classes besides background")
+    labeled_fractions: list[str] = Field(
+        default_factory=lambda: ["1_16", "1_8", "1_4", "full"],
+        description="splits written, as 1_N (one in N labelled) or full",
+    )
+    seed: int = 0
+    fashion_mnist_dir: str | None = Field(
+        "/usr/share/datasets/fashion-mnist",
+        description="folder of Fashion-MNIST idx files; procedural objects when absent",
+    )
+    shard_rows: int = Field(256, gt=0, description="rows per parquet shard")
+
+
+class DataConfig(Section):
+    root: str | None = Field(None, description="URI of a converted dataset; null = built-in synthetic")
+    split: str = Field("1_16", description="labelled/unlabelled split under root/splits/")
+    cache_dir: str = Field("~/.cache/u2pl-ray", description="where the synthetic dataset is generated")
+    synthetic: SyntheticConfig = Field(default_factory=SyntheticConfig)
+    batch_size: int = Field(4, gt=0, description="per worker, labelled and unlabelled alike")
+    crop_size: int = Field(513, gt=0, description="square training crop")
+    scale_range: list[float] = Field(default_factory=lambda: [0.5, 2.0], min_length=2, max_length=2)
+    flip: bool = True
+    mean: list[float] = Field(default_factory=lambda: [123.675, 116.28, 103.53], min_length=3, max_length=3)
+    std: list[float] = Field(default_factory=lambda: [58.395, 57.12, 57.375], min_length=3, max_length=3)
+    ignore_index: int = Field(255, ge=0, le=255)
+    label_pad_value: int | None = Field(
+        None, ge=0, le=255, description="label of crop padding; null = variant default (official 0, paper 255)"
+    )
+    decode: Literal["worker", "ray"] = Field(
+        "worker", description="decode+augment inside the training worker, or in a Ray Data map_batches stage"
+    )
+    on_bad_sample: Literal["error", "skip"] = "error"
+    shuffle_buffer: int = Field(64, ge=0, description="rows of local shuffle per worker stream")
+    prefetch_batches: int = Field(2, ge=0)
+
+    @model_validator(mode="after")
+    def _check_scale(self) -> DataConfig:
+        lo, hi = self.scale_range
+        if not 0 < lo <= hi:
+            raise ValueError(f"data.scale_range must be 0 < low <= high, given {self.scale_range}")
+        return self
+
+
+class ModelConfig(Section):
+    backbone: Literal["resnet101_deep", "resnet50", "resnet18", "efficientnet_lite0", "tiny"] = "resnet101_deep"
+    pretrained: str | None = Field(
+        None, description="path or URI of backbone weights; 'package:efficientnet_lite0' for the bundled ones"
+    )
+    num_classes: int | None = Field(None, gt=1, description="null = from the dataset manifest")
+    output_stride: Literal[8, 16] = 8
+    multi_grid: bool = True
+    aspp_dilations: list[int] = Field(default_factory=lambda: [12, 24, 36], min_length=3, max_length=3)
+    decoder_channels: int = Field(256, gt=0)
+    low_level_channels: int = Field(256, gt=0)
+    rep_head: bool = True
+    rep_dim: int = Field(256, gt=0)
+    aux_head: bool = False
+    dropout: float = Field(0.1, ge=0, lt=1)
+    sync_bn: bool = Field(True, description="SyncBatchNorm across workers (GPU only)")
+
+
+class MethodConfig(Section):
+    variant: Variant = "official"
+    mode: Literal["u2pl", "supervised"] = Field("u2pl", description="supervised = labelled data only (SupOnly)")
+    sup_only_epochs: int = Field(1, ge=0, description="supervised warm-up epochs (official S)")
+    criterion: Literal["ce", "ohem"] = "ce"
+    ohem_thresh: float = Field(0.7, gt=0, le=1)
+    ohem_min_kept: int = Field(100_000, ge=0)
+    aux_weight: float = Field(0.4, ge=0)
+    # unsupervised loss
+    drop_percent: float = Field(80.0, ge=0, le=100, description="entropy percentile kept at epoch 0")
+    unsup_weight: float = Field(1.0, ge=0)
+    strong_aug: Literal["cutmix", "cutout", "classmix", "none"] = "cutmix"
+    strong_aug_prob: float = Field(0.5, ge=0, le=1)
+    # contrastive loss
+    contrastive: bool = True
+    contra_weight: float | None = Field(None, ge=0, description="null = variant default (official 1, paper 0.1)")
+    contra_grad_scale: float = Field(
+        0.25, gt=0, le=1, description="official: 1/W of the official launch (VOC 4 GPUs = 0.25)"
+    )
+    low_entropy_threshold: float = Field(20.0, ge=0, le=100, description="alpha_0, percent")
+    negative_high_entropy: bool = True
+    low_rank: int = Field(3, ge=1)
+    high_rank: int = Field(20, ge=2)
+    anchor_threshold: float = Field(0.3, ge=0, le=1, description="delta_p")
+    negative_threshold: float = Field(1.0, ge=0, le=1)
+    num_queries: int = Field(256, gt=0, description="anchors per class")
+    num_negatives: int = Field(50, gt=0, description="negatives per anchor")
+    temperature: float = Field(0.5, gt=0)
+    bank_size_class0: int = Field(50_000, gt=0)
+    bank_size: int = Field(30_000, gt=0)
+    # teacher
+    ema_decay: float = Field(0.99, ge=0, lt=1)
+
+    @model_validator(mode="after")
+    def _check_ranks(self) -> MethodConfig:
+        if self.low_rank >= self.high_rank:
+            raise ValueError(f"method.low_rank ({self.low_rank}) must be < method.high_rank ({self.high_rank})")
+        return self
+
+
+class OptimConfig(Section):
+    lr: float = Field(0.001, gt=0, description="backbone learning rate")
+    head_lr_mult: float = Field(10.0, gt=0, description="decoder/aux lr = lr x this")
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(1e-4, ge=0)
+    nesterov: bool = False
+
+
+class ScheduleConfig(Section):
+    epochs: int = Field(80, gt=0)
+    iters_per_epoch: int | None = Field(None, gt=0, description="null = from the unlabelled stream")
+    poly_power: float = Field(0.9, ge=0)
+
+
+class EvalConfig(Section):
+    every_epochs: int = Field(1, ge=0, description="validate every N epochs (0 = off)")
+    every_iters: int = Field(0, ge=0, description="validate every N iterations (0 = off)")
+    mode: Literal["center", "whole", "slide"] = "center"
+    crop_size: int | None = Field(None, gt=0, description="null = data.crop_size")
+    stride_ratio: float = Field(2 / 3, gt=0, le=1, description="slide: stride = ceil(crop x ratio)")
+    scales: list[float] = Field(default_factory=lambda: [1.0], min_length=1)
+    flip: bool = False
+    batch_size: int = Field(1, gt=0)
+    images_every: int = Field(0, ge=0, description="write a picture grid every N validations (0 = off)")
+
+
+class ScalingConfig(Section):
+    num_workers: int = Field(1, ge=0, description="0 runs the loop in the driver (tests)")
+    use_gpu: bool = False
+    cpus_per_worker: float = Field(1.0, gt=0)
+    gpus_per_worker: float = Field(1.0, gt=0)
+    amp: Literal["none", "bf16", "fp16"] = Field("none", description="mixed precision on GPU")
+
+
+class StorageConfig(Section):
+    path: str = Field("./runs", description="local folder or s3:// URI for checkpoints and results")
+    name: str | None = Field(None, description="run name; null = derived from the config and time")
+    keep_checkpoints: int = Field(2, ge=1, description="latest K kept besides the best")
+    checkpoint_every_iters: int = Field(0, ge=0, description="0 = at each validation only")
+
+
+class FaultConfig(Section):
+    """Fault injection for tests and bench_faults; off by default."""
+
+    fail_at_iter: int | None = Field(None, ge=0)
+    kind: Literal["raise", "exit", "nan", "checkpoint"] = "raise"
+    once_marker: str | None = Field(None, description="file that makes the fault fire once across restarts")
+
+
+class Config(Section):
+    name: str = "u2pl"
+    seed: int = 2
+    report_every_iters: int = Field(20, gt=0, description="metrics to Ray Train every N iterations")
+    max_failures: int = Field(3, ge=0, description="worker-group restarts before the run fails")
+    max_nonfinite_steps: int = Field(5, gt=0, description="stop after N non-finite losses in a row")
+    tensorboard: bool = True
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    method: MethodConfig = Field(default_factory=MethodConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    scaling: ScalingConfig = Field(default_factory=ScalingConfig)
+    storage: StorageConfig = Field(default_factory=StorageConfig)
+    fault: FaultConfig = Field(default_factory=FaultConfig)
+
+    @model_validator(mode="after")
+    def _resolve_variant(self) -> Config:
+        official = self.method.variant == "official"
+        if self.method.contra_weight is None:
+            self.method.contra_weight = 1.0 if official else 0.1
+        if self.data.label_pad_value is None:
+            self.data.label_pad_value = 0 if official else self.data.ignore_index
+        if self.eval.crop_size is None:
+            self.eval.crop_size = self.data.crop_size
+        return self
