@@ -157,6 +157,7 @@ class ScalingConfig(Section):
     cpus_per_worker: float = Field(1.0, gt=0)
     gpus_per_worker: float = Field(1.0, gt=0)
     amp: Literal["none", "bf16", "fp16"] = Field("none", description="mixed precision on GPU")
+    torch_threads: int | None = Field(None, gt=0, description="CPU threads per worker; null = cores / workers")
 
 
 class StorageConfig(Section):
