@@ -1,0 +1,85 @@
+import json
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from u2pl_ray.engine.checkpoint import (
+    META,
+    CheckpointError,
+    capture_rng,
+    load_torch,
+    restore_rng,
+    save_torch,
+    verify_checkpoint,
+    write_meta,
+)
+
+
+def _sealed(tmp_path):
+    directory = tmp_path / "checkpoint_00000010"
+    directory.mkdir()
+    save_torch({"w": torch.arange(4.0)}, directory / "state.pt")
+    save_torch({"rng": capture_rng()}, directory / "rank_0.pt")
+    write_meta(directory, {"iteration": 10})
+    return directory
+
+
+def test_sealed_checkpoint_verifies_and_lists_its_files(tmp_path):
+    directory = _sealed(tmp_path)
+    meta = verify_checkpoint(directory)
+    assert meta["iteration"] == 10
+    assert set(meta["files"]) == {"state.pt", "rank_0.pt"}
+    assert not list(directory.glob("*.tmp"))
+
+
+def test_missing_meta_means_an_interrupted_write(tmp_path):
+    directory = _sealed(tmp_path)
+    (directory / META).unlink()
+    with pytest.raises(CheckpointError, match="meta.json is missing"):
+        verify_checkpoint(directory)
+
+
+def test_damaged_or_missing_file_is_refused(tmp_path):
+    directory = _sealed(tmp_path)
+    data = (directory / "state.pt").read_bytes()
+    (directory / "state.pt").write_bytes(data[:-10] + b"0123456789")
+    with pytest.raises(CheckpointError, match="state.pt is damaged"):
+        verify_checkpoint(directory)
+    (directory / "state.pt").unlink()
+    with pytest.raises(CheckpointError, match="state.pt is missing"):
+        verify_checkpoint(directory)
+
+
+def test_foreign_directory_and_foreign_file(tmp_path):
+    directory = _sealed(tmp_path)
+    meta = json.loads((directory / META).read_text())
+    meta["format"] = "something-else"
+    (directory / META).write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="not a u2pl-ray checkpoint"):
+        verify_checkpoint(directory)
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a torch file at all")
+    with pytest.raises(CheckpointError, match="cannot load .*junk.pt"):
+        load_torch(junk)
+
+
+class Payload:
+    """Any class: weights_only loading must refuse to build it."""
+
+
+def test_pickled_objects_are_not_loaded(tmp_path):
+    path = tmp_path / "evil.pt"
+    torch.save({"x": Payload()}, path)
+    with pytest.raises(CheckpointError, match="cannot load"):
+        load_torch(path)
+
+
+def test_rng_round_trip_through_a_weights_only_file(tmp_path):
+    random.seed(1), np.random.seed(2), torch.manual_seed(3)
+    save_torch(capture_rng(), tmp_path / "rng.pt")
+    expected = (random.random(), np.random.rand(), torch.rand(1).item())
+    random.seed(9), np.random.seed(9), torch.manual_seed(9)
+    restore_rng(load_torch(tmp_path / "rng.pt"))
+    assert (random.random(), np.random.rand(), torch.rand(1).item()) == expected
