@@ -1,0 +1,46 @@
+"""cluster.yaml passes Ray's own offline pre-flight checks (no cloud calls)."""
+
+import copy
+import json
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+from ray.autoscaler._private.util import prepare_config, validate_config
+
+CLUSTER = Path(__file__).resolve().parent.parent / "cluster.yaml"
+
+
+def _load():
+    return yaml.safe_load(CLUSTER.read_text())
+
+
+def test_cluster_yaml_validates_with_rays_schema():
+    config = prepare_config(_load())
+    validate_config(config)
+    nodes = config["available_node_types"]
+    gpu_types = [n for n, spec in nodes.items() if spec["resources"].get("GPU", 0) > 0]
+    assert gpu_types, "at least one GPU worker type"
+    for name in gpu_types:
+        assert nodes[name]["min_workers"] == 0, f"{name} must scale from zero"
+    assert nodes[config["head_node_type"]]["resources"].get("GPU", 0) == 0
+    for name, spec in nodes.items():
+        assert "CPU" in spec["resources"], f"{name}: resources listed explicitly"
+    assert any("ray[default" in cmd for cmd in config["setup_commands"])
+
+
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        lambda c: c.pop("head_node_type"),
+        lambda c: c["available_node_types"]["gpu.1xa10g"].update(min_workers="two"),
+        lambda c: c.update(max_workers=0) or c["available_node_types"]["gpu.1xa10g"].update(min_workers=3),
+        lambda c: c["available_node_types"]["gpu.1xa10g"].update(bogus_key=1),
+    ],
+)
+def test_broken_variants_are_caught(mutate):
+    config = copy.deepcopy(_load())
+    mutate(config)
+    with pytest.raises((ValueError, jsonschema.ValidationError, KeyError)):
+        validate_config(prepare_config(config))
