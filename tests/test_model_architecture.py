@@ -44,7 +44,8 @@ def test_official_parameter_counts():
     assert round(_count(model.decoder) / 1e6, 1) == 21.8
     assert round(_count(model.aux) / 1e6, 1) == 2.4
 
-    # Exact decoder and aux counts, written out from the layer list of spec §2 (C = 19).
+    # Exact decoder and aux counts, written out from the layer list of spec §2 (C = 19). The spec
+    # leaves the bias of the classifier's second 3x3 conv open; it has one here (256 parameters).
     c, bn = 19, 2 * 256
     aspp = 2 * (2048 * 256 + bn) + 3 * (2048 * 256 * 9 + bn)
     head = 1280 * 256 * 9 + bn

@@ -56,7 +56,6 @@ def build_model(cfg: ModelConfig, num_classes: int | None = None) -> Segmentatio
     )
     aux = AuxHead(backbone.aux_channels, num_classes, cfg.decoder_channels, cfg.dropout) if cfg.aux_head else None
     model = SegmentationModel(backbone, decoder, aux)
-    model.weights_report = None
     if cfg.pretrained:
         report = load_backbone_weights(model, cfg.pretrained)
         level = logging.WARNING if report.missing else logging.INFO

@@ -21,6 +21,7 @@ class SegmentationModel(nn.Module):
         self.backbone = backbone
         self.decoder = decoder
         self.aux = aux
+        self.weights_report = None  # the LoadReport of the backbone weights, set by build_model
 
     @property
     def output_stride(self) -> int:
