@@ -1,8 +1,11 @@
 import pytest
 import torch
+import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from method_reference import enqueue_reference
+from u2pl_ray.method.contrastive import contrastive_loss, generator_sampler
+from u2pl_ray.method.contrastive_select import select
 from u2pl_ray.method.memory_bank import MemoryBank, pack_keys
 
 
@@ -102,12 +105,34 @@ def test_reads_and_updates_do_not_copy_the_bank():
                     self.largest = max(self.largest, t.numel())
             return out
 
+    # the whole contrastive loss (update + sampled reads + loss + backward) on a 2-class batch
+    label = torch.tensor([[[0, 0, 1, 1]], [[0, 1, 1, 0]]])
+    prob = torch.softmax(3 * F.one_hot(label, 2).permute(0, 3, 1, 2).float(), dim=1)
+    ones = torch.ones(2, 1, 4, dtype=torch.bool)
+    sel = select(prob, label, ones, ones, num_labeled=1, variant="paper", low_rank=1, high_rank=2,
+                 anchor_threshold=0.3, negative_threshold=1.0)
+    rep = torch.randn(2, dim, 1, 4, requires_grad=True)
+    g = torch.Generator().manual_seed(0)
     with Sizes() as sizes:
         rows, _ = bank.read(torch.ones(50, dtype=torch.long), torch.arange(50))
         bank.update(pack_keys(torch.randn(30, dim), torch.randint(0, 2, (30,))))
-    assert rows.shape == (50, dim)
+        res = contrastive_loss(rep, rep.detach(), sel, bank, variant="paper", num_queries=16, num_negatives=5,
+                               temperature=0.5, sampler=generator_sampler(g))
+        res.loss.backward()
+    assert rows.shape == (50, dim) and res.terms == 2
     assert sizes.largest < smallest  # nothing bank-sized was materialised
     assert bank.storage.data_ptr() == ptr
+
+
+def test_reused_read_buffer_is_guarded_by_autograd():
+    bank = MemoryBank([100, 100], 4)
+    bank.update(pack_keys(torch.randn(100, 4), torch.randint(0, 2, (100,))))
+    anchor = torch.randn(4, requires_grad=True)
+    rows, _ = bank.read(torch.zeros(10, dtype=torch.long), torch.arange(10), reuse_buffer=True)
+    first = (rows @ anchor).sum()
+    bank.read(torch.ones(10, dtype=torch.long), torch.arange(10), reuse_buffer=True)  # overwrites
+    with pytest.raises(RuntimeError, match="inplace"):
+        first.backward()
 
 
 def test_state_dict_round_trip_is_in_logical_order():

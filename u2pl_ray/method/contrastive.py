@@ -6,8 +6,9 @@ the bank (all ranks, one gather), then compute the loss with negatives drawn fro
 Sampling: for each contributing position, in order, `sampler(n_anchors, Q)` then
 `sampler(n_bank, Q*N)`, with replacement; the default sampler is torch.randint on a given
 generator, which is the official RNG consumption order. The cosine similarities are computed
-without materialising [Q, 1+N, D] copies of the positive: a batched matmul of the gathered
-negatives with the normalised anchors, divided by the stored key norms.
+without materialising [Q, 1+N, D] copies of the positive: a batched matmul of the negatives
+(gathered into the bank's reusable workspace) with the normalised anchors, divided by the stored
+key norms. Prototypes are one batched matmul of the class masks with the teacher features.
 """
 
 from __future__ import annotations
@@ -111,12 +112,12 @@ def contrastive_loss(
     with torch.no_grad():
         proto_classes = torch.tensor([p for _, p, _ in positions], device=device)
         member = selection.proto_mask[:, proto_classes].float()  # [B, P, h*w]
-        flat_teacher = rep_teacher.flatten(2)  # [B, D, h*w]
-        proto_sum = torch.einsum("bpn,bdn->pd", member, flat_teacher)
-        proto = _normalise(proto_sum / member.sum(dim=(0, 2)).unsqueeze(1))  # [P, D]
+        # batched matmul against the transposed view: no copy of the teacher features
+        proto_sum = torch.bmm(member, rep_teacher.flatten(2).transpose(1, 2)).sum(dim=0)  # [P, D]
+        proto = _normalise(proto_sum / member.sum(dim=(0, 2)).unsqueeze(1))
         neg_classes = torch.tensor([n for _, _, n in positions], device=bank.device)
         neg_classes = neg_classes.repeat_interleave(num_queries * num_negatives)
-        negatives, neg_norms = bank.read(neg_classes, torch.cat(neg_idx))
+        negatives, neg_norms = bank.read(neg_classes, torch.cat(neg_idx), reuse_buffer=True)
         negatives = negatives.to(device).view(num_pos * num_queries, num_negatives, dim)
         neg_norms = neg_norms.to(device).view(num_pos, num_queries, num_negatives).clamp_min(COSINE_EPS)
 

@@ -91,11 +91,16 @@ def membership(label: Tensor, num_labeled: int, num_classes: int, *, variant: st
 
 
 def class_ranks(prob: Tensor) -> Tensor:
-    """[B,C,h,w] rank of each class in the descending order of `prob` (0 = most likely); ties by class id."""
+    """[M,C] rank of each class in the descending order of `prob` [M,C] (0 = most likely); ties by class id."""
     order = torch.argsort(prob, dim=1, descending=True, stable=True)
-    ranks = torch.empty_like(order)
-    positions = torch.arange(prob.shape[1], device=prob.device).view(1, -1, 1, 1).expand_as(order)
-    return ranks.scatter_(1, order, positions)
+    positions = torch.arange(prob.shape[1], device=prob.device).expand_as(order)
+    return torch.empty_like(order).scatter_(1, order, positions)
+
+
+def _pixels(x: Tensor, flat: Tensor) -> Tensor:
+    """Rows [M,C] of a [B,C,h,w] tensor at flat pixel indices."""
+    per_image = x.shape[2] * x.shape[3]
+    return x.flatten(2)[flat // per_image, :, flat % per_image]
 
 
 def _class_major(mask: Tensor) -> tuple[Tensor, Tensor]:
@@ -128,20 +133,29 @@ def select(
     anchors = low_valid & (prob > anchor_threshold)
     proto_mask = low_valid if variant == "official" else anchors
 
-    ranks = class_ranks(prob)
-    top_l = ranks[:num_labeled] < low_rank
-    mid_u = (ranks[num_labeled:] >= low_rank) & (ranks[num_labeled:] < high_rank)
-    high = high_mask.unsqueeze(1)
+    # Negatives are decided per candidate pixel, so the class ranks are computed only there.
+    # official: high_valid needs the class in the one-hot while the labelled rank mask needs it
+    # absent, so labelled pixels never qualify; unlabelled ones must be one-hot members.
+    per_image = label.shape[1] * label.shape[2]
+    candidates = high_mask.clone()
     if variant == "official":
-        # high_valid needs the class in the one-hot, the labelled rank mask needs it absent: empty.
-        class_mask = torch.cat([top_l & ~member[:num_labeled], mid_u])
-        negatives = (prob < negative_threshold) & member & high & class_mask
-    else:
-        negatives = (prob < negative_threshold) & high & torch.cat([top_l & ~member[:num_labeled], mid_u])
+        candidates[:num_labeled] = False
+        candidates &= member.any(dim=1)
+    pix = candidates.flatten().nonzero().squeeze(1)
+    p = _pixels(prob, pix)
+    ranks = class_ranks(p)
+    labelled = (pix < num_labeled * per_image).unsqueeze(1)
+    is_member = _pixels(member, pix)
+    top = ranks < low_rank
+    mid = (ranks >= low_rank) & (ranks < high_rank)
+    negatives = (p < negative_threshold) & torch.where(labelled, top & ~is_member, mid)
+    if variant == "official":
+        negatives &= is_member
 
     counts = torch.stack([low_valid.sum(dim=(0, 2, 3)), anchors.sum(dim=(0, 2, 3))]).tolist()
     _, anchor_flat = _class_major(anchors)
-    neg_class, neg_flat = _class_major(negatives)
+    neg_class, neg_row = negatives.t().nonzero().unbind(1)  # class-major, (b, y, x) order within
+    neg_flat = pix[neg_row]
     return Selection(
         anchor_flat=anchor_flat,
         anchor_counts=counts[1],

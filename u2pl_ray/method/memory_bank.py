@@ -51,6 +51,7 @@ class MemoryBank:
         self.count = [0] * len(self.capacities)
         self._offsets_t = torch.tensor(offsets, device=self.device)
         self._caps_t = torch.tensor(self.capacities, device=self.device)
+        self._workspace: Tensor | None = None
 
     @property
     def num_classes(self) -> int:
@@ -124,10 +125,20 @@ class MemoryBank:
         start = torch.tensor(self.start, device=self.device)[classes]
         return self._offsets_t[classes] + (start + logical) % self._caps_t[classes]
 
-    def read(self, classes: Tensor, logical: Tensor) -> tuple[Tensor, Tensor]:
-        """(rows [M, D], their norms [M]) for logical indices of the given classes; gathers M rows only."""
+    def read(self, classes: Tensor, logical: Tensor, *, reuse_buffer: bool = False) -> tuple[Tensor, Tensor]:
+        """(rows [M, D], their norms [M]) for logical indices of the given classes; gathers M rows only.
+
+        reuse_buffer: write the rows into a grow-only workspace kept by the bank (valid until the next
+        such read). On CPU a fresh multi-hundred-MB tensor per step costs more in page faults than the
+        gather itself. Autograd notices if a saved workspace is overwritten before its backward.
+        """
         phys = self.physical_index(classes, logical)
-        return self.storage.index_select(0, phys), self.norms.index_select(0, phys)
+        if not reuse_buffer:
+            return self.storage.index_select(0, phys), self.norms.index_select(0, phys)
+        if self._workspace is None or self._workspace.shape[0] < phys.shape[0]:
+            self._workspace = torch.empty(phys.shape[0], self.dim, device=self.device)
+        rows = torch.index_select(self.storage, 0, phys, out=self._workspace[: phys.shape[0]])
+        return rows, self.norms.index_select(0, phys)
 
     def logical(self, cls: int) -> Tensor:
         """A copy of class `cls`'s rows, oldest first (for tests and checkpoints, not the hot path)."""
