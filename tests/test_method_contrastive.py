@@ -204,3 +204,33 @@ def test_sampler_call_order_is_anchor_then_negatives_per_position():
     for anchor_cls, _, neg_cls in positions:
         expected += [(sel.anchor_counts[anchor_cls], 16), (bank.count[neg_cls], 80)]
     assert calls == expected
+
+
+def test_hand_computed_loss_value():
+    # 1 labelled + 1 unlabelled image of 1 x 2 pixels, classes 0 and 1, features on the axes
+    label = torch.tensor([[[0, 1]], [[0, 1]]])
+    prob = torch.tensor([[0.9, 0.1], [0.1, 0.9]]).T.reshape(1, 2, 1, 2).repeat(2, 1, 1, 1)
+    rep = torch.tensor([[1.0, 0.0], [0.0, 1.0]]).T.reshape(1, 2, 1, 2).repeat(2, 1, 1, 1).requires_grad_(True)
+    ones = torch.ones(2, 1, 2, dtype=torch.bool)
+    none = torch.zeros(2, 1, 2, dtype=torch.bool)
+    sel = select(prob, label, ones, none, num_labeled=1, variant="paper", low_rank=1, high_rank=2,
+                 anchor_threshold=0.3, negative_threshold=1.0)
+    bank = MemoryBank([4, 4], 2)
+    bank.update(torch.tensor([[0.0, 2.0, 0.0], [3.0, 0.0, 1.0]]))  # class 0 key (0,2), class 1 key (3,0)
+    res = contrastive_loss(rep, rep.detach(), sel, bank, variant="paper", num_queries=1, num_negatives=1,
+                           temperature=0.5, sampler=lambda high, count: torch.zeros(count, dtype=torch.long))
+    # each class: cos(anchor, prototype) = 1, cos(anchor, negative) = 0 -> -log(e^2 / (e^2 + e^0))
+    expected = torch.log1p(torch.exp(torch.tensor(-2.0)))
+    assert res.new_keys == 0 and res.terms == 2
+    assert torch.isclose(res.loss, expected)
+
+
+def test_paper_negatives_without_entropy_filter_still_skip_ignored_pixels():
+    label_l = torch.zeros(1, 2, 2, dtype=torch.long)
+    pseudo = torch.tensor([[[0, 255], [1, 1]]])
+    entropy = torch.rand(1, 2, 2)
+    t = torch.tensor(0.5)
+    _, high_p = full_res_masks(label_l, pseudo, entropy, t, t, variant="paper", negative_high_entropy=False)
+    _, high_o = full_res_masks(label_l, pseudo, entropy, t, t, variant="official", negative_high_entropy=False)
+    assert high_p[1].tolist() == [[True, False], [True, True]]
+    assert high_o[1].all()

@@ -56,7 +56,7 @@ def full_res_masks(
 
     Labelled pixels: label != ignore in both. Unlabelled anchors: entropy <= low_thresh (official,
     the alpha_t percentile) or entropy <= high_thresh (paper, gamma_t = the 100 - alpha_t percentile);
-    unlabelled negatives: entropy >= high_thresh, or every pixel when negative_high_entropy is off.
+    unlabelled negatives: entropy >= high_thresh, or every (valid) pixel when negative_high_entropy is off.
     """
     valid_l = label_l != ignore_index
     valid_u = pseudo_u != ignore_index
@@ -64,8 +64,10 @@ def full_res_masks(
     low_u = (entropy_u <= anchor_thresh) & valid_u
     if negative_high_entropy:
         high_u = (entropy_u >= high_thresh) & valid_u
+    elif variant == "official":
+        high_u = torch.ones_like(valid_u)  # its one-hot already excludes ignored pixels
     else:
-        high_u = torch.ones_like(valid_u)
+        high_u = valid_u  # paper negatives have no label condition, so keep CutOut's 255 out here
     return torch.cat([valid_l, low_u]), torch.cat([valid_l, high_u])
 
 
