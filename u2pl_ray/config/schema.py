@@ -7,7 +7,7 @@ so that the saved config of a run shows what was actually used.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -35,6 +35,11 @@ class SyntheticConfig(Section):
         description="folder of Fashion-MNIST idx files; procedural objects when absent",
     )
     shard_rows: int = Field(256, gt=0, description="rows per parquet shard")
+    max_objects: int = Field(3, ge=1, le=8, description="objects per image: 1..max_objects")
+    occlusion_prob: float = Field(0.5, ge=0, le=1, description="chance of a background bar occluding objects")
+    object_source: Literal["auto", "fashion_mnist", "procedural"] = Field(
+        "auto", description="auto = Fashion-MNIST when fashion_mnist_dir has the idx files, else procedural"
+    )
 
 
 class DataConfig(Section):
@@ -56,8 +61,15 @@ class DataConfig(Section):
         "worker", description="decode+augment inside the training worker, or in a Ray Data map_batches stage"
     )
     on_bad_sample: Literal["error", "skip"] = "error"
-    shuffle_buffer: int = Field(64, ge=0, description="rows of local shuffle per worker stream")
+    shuffle_buffer: int = Field(
+        64, ge=0, description="rows of local shuffle per worker stream (deterministic: rows per shuffle window)"
+    )
     prefetch_batches: int = Field(2, ge=0)
+    deterministic: bool = Field(
+        False, description="batches of epoch e are a pure function of (seed, epoch, rank): resume reproduces a run"
+    )
+    decode_threads: int = Field(2, ge=1, description="decode+augment threads per stream in the worker (decode: worker)")
+    ray_task_cpus: float = Field(0.5, gt=0, description="CPUs reserved by each Ray Data read/decode task")
 
     @model_validator(mode="after")
     def _check_scale(self) -> DataConfig:
@@ -175,6 +187,35 @@ class FaultConfig(Section):
     once_marker: str | None = Field(None, description="file that makes the fault fire once across restarts")
 
 
+class SchedulerConfig(Section):
+    kind: Literal["asha", "fifo"] = Field("asha", description="early stopping on validation mIoU (asha) or none")
+    grace_period: int = Field(1, gt=0, description="validations a trial runs before it may be stopped")
+    reduction_factor: float = Field(2.0, gt=1)
+    max_t: int | None = Field(None, gt=0, description="validations per trial at most; null = epochs / every_epochs")
+
+
+class TuneConfig(Section):
+    """`python -m u2pl_ray.tune`: a sweep whose trials are full distributed training runs."""
+
+    name: str | None = Field(None, description="sweep name; null = derived from the config name and time")
+    search_space: dict[str, dict[str, Any]] = Field(
+        default_factory=lambda: {
+            "method.drop_percent": {"choice": [60, 70, 80, 90]},
+            "method.unsup_weight": {"uniform": [0.5, 1.5]},
+            "method.contra_weight": {"loguniform": [0.03, 1.0]},
+            "method.temperature": {"choice": [0.2, 0.5, 1.0]},
+            "optim.lr": {"loguniform": [3e-4, 3e-3]},
+        },
+        description="config key -> {choice|grid|uniform|loguniform|randint|quniform: values}",
+    )
+    num_samples: int = Field(4, gt=0, description="trials (x the grid points when a key uses grid)")
+    max_concurrent: int = Field(2, gt=0)
+    metric: str = "val/miou"
+    mode: Literal["max", "min"] = "max"
+    scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
+    seed: int | None = Field(0, description="seed of the search itself")
+
+
 class Config(Section):
     name: str = "u2pl"
     seed: int = 2
@@ -191,6 +232,7 @@ class Config(Section):
     scaling: ScalingConfig = Field(default_factory=ScalingConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
     fault: FaultConfig = Field(default_factory=FaultConfig)
+    tune: TuneConfig = Field(default_factory=TuneConfig)
 
     @model_validator(mode="after")
     def _resolve_variant(self) -> Config:

@@ -1,0 +1,170 @@
+"""The training stream: what the train loop calls.
+
+Driver:
+    info = load_dataset_info(cfg.data)
+    datasets = build_train_datasets(cfg.data, info, mode=cfg.method.mode)
+    n = iters_per_epoch(info, cfg.data, world_size, mode=cfg.method.mode)
+    TorchTrainer(..., datasets=datasets, dataset_config=train_dataset_config(cfg.data))
+Worker:
+    stream = TrainStream(cfg.data, labeled=get_dataset_shard("labeled"), unlabeled=... or None,
+                         rank=r, world_size=w, seed=s, iters_per_epoch=n, info=info)
+    for batch in stream.epoch(epoch, start=k): ...   # exactly n - k batches
+    stream.counters(); stream.state_dict(); stream.load_state_dict(state)
+
+The unlabelled stream defines the epoch; the labelled one is resampled to the same length (spec §6.3).
+Every rank yields exactly n batches per epoch (short streams are padded, see producer.batches_of), so
+collectives stay in lock-step.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import torch
+
+from u2pl_ray.data.datasets import (
+    ROLE_STREAM,
+    build_train_datasets,
+    plan_dataset,
+    train_dataset_config,
+)
+from u2pl_ray.data.errors import DataError
+from u2pl_ray.data.info import DatasetInfo, iters_per_epoch, load_dataset_info
+from u2pl_ray.data.plan import plan_segments, rank_range
+from u2pl_ray.data.producer import Counters, Producer, StackedBatch, batches_of, items_from_batches
+from u2pl_ray.data.rows import RowSpec
+from u2pl_ray.data.val import iter_val_samples
+
+__all__ = [
+    "Batch", "TrainStream", "build_train_datasets", "iter_val_samples", "iters_per_epoch", "load_dataset_info",
+    "train_dataset_config",
+]
+
+_PLAN_EXTRA_ROWS = 64  # rows planned past a rank's share when skipped samples left it short
+_PULL_ROWS = 32  # rows per pull from Ray Data: tiny pulls cost more than the rows
+
+
+@dataclass
+class Batch:
+    image_l: torch.Tensor  # uint8 [B, 3, H, W]
+    label_l: torch.Tensor  # uint8 [B, H, W]
+    image_u: torch.Tensor | None  # uint8 [B, 3, H, W]
+    ids_l: list[str]
+    ids_u: list[str] | None
+
+
+class TrainStream:
+    def __init__(self, cfg, *, labeled: Any, unlabeled: Any = None, rank: int = 0, world_size: int = 1, seed: int = 0,
+                 iters_per_epoch: int, info: DatasetInfo | None = None):
+        self.cfg = cfg
+        self.info = info if info is not None else load_dataset_info(cfg, check_shards=False)
+        self.rank, self.world_size, self.seed = int(rank), int(world_size), int(seed)
+        self.iters = int(iters_per_epoch)
+        self.shards = {"labeled": labeled, "unlabeled": unlabeled}
+        # `unlabeled=None` means supervised mode; a split without unlabelled images behaves the same.
+        self.roles = ["labeled"] + (["unlabeled"] if unlabeled is not None and self.info.num_unlabeled > 0 else [])
+        if cfg.deterministic is False and labeled is None:
+            raise DataError("TrainStream needs the labelled dataset shard (ray.train.get_dataset_shard('labeled'))")
+        self.specs = {role: RowSpec.from_config(cfg, self.info.num_classes, self.seed, labeled=role == "labeled")
+                      for role in self.roles}
+        self._counters = Counters()
+        self._wait_s = 0.0
+        self._state: dict[str, Any] = {"epoch": 0, "batches": 0, "entries": {}}
+        self._resume: dict[str, Any] | None = None
+
+    @property
+    def per_rank(self) -> int:
+        return self.iters * self.cfg.batch_size
+
+    # --- public ---------------------------------------------------------------------------------
+
+    def epoch(self, epoch: int, start: int = 0) -> Iterator[Batch]:
+        """Exactly `iters_per_epoch - start` batches of epoch `epoch`; `start > 0` resumes mid-epoch."""
+        if start >= self.iters:
+            return
+        entries = self._resume_entries(epoch, start)
+        producers = {role: self._producer(role, epoch, start, entries.get(role)) for role in self.roles}
+        try:
+            for k in range(start, self.iters):
+                t0 = time.perf_counter()
+                got: dict[str, StackedBatch] = {role: p.get() for role, p in producers.items()}
+                self._wait_s += time.perf_counter() - t0
+                lab, unl = got["labeled"], got.get("unlabeled")
+                self._state = {"epoch": epoch, "batches": k + 1,
+                               "entries": {role: b.entries for role, b in got.items()}}
+                yield Batch(image_l=lab.images, label_l=lab.masks, image_u=unl.images if unl else None,  # type: ignore[arg-type]
+                            ids_l=lab.ids, ids_u=unl.ids if unl else None)
+        finally:
+            for p in producers.values():
+                p.close()
+
+    def counters(self) -> dict[str, float]:
+        """Cumulative since construction: rows skipped as bad, samples repeated to fill a short epoch,
+        seconds the loop waited for data."""
+        return {"skipped_bad_samples": self._counters.skipped, "padded_samples": self._counters.padded,
+                "data_wait_s": self._wait_s}
+
+    def state_dict(self) -> dict[str, Any]:
+        """The position in the epoch (for an exact mid-epoch resume in deterministic mode)."""
+        return dict(self._state)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._resume = dict(state)
+
+    # --- internals ------------------------------------------------------------------------------
+
+    def _resume_entries(self, epoch: int, start: int) -> dict[str, int]:
+        """Plan entries consumed before batch `start`: saved ones when they match, else start x batch."""
+        saved, self._resume = self._resume, None
+        if saved and saved.get("epoch") == epoch and saved.get("batches") == start:
+            return dict(saved.get("entries") or {})
+        return {role: start * self.cfg.batch_size for role in self.roles}
+
+    def _producer(self, role: str, epoch: int, start: int, entries: int | None) -> Producer:
+        cfg = self.cfg
+        spec = self.specs[role]
+        stream = ROLE_STREAM[role]
+        base = rank_range(self.rank, self.per_rank)[0] if cfg.deterministic else (self.rank << 40)
+
+        def make(stop: threading.Event) -> Iterator[StackedBatch]:
+            pool = ThreadPoolExecutor(cfg.decode_threads, thread_name_prefix=f"decode-{role}") \
+                if cfg.decode == "worker" else None
+            try:
+                if cfg.deterministic:
+                    rows = self._plan_rows(role, epoch, base + (entries or 0))
+                else:
+                    rows = self._split_rows(role)
+                items = items_from_batches(rows, spec, epoch=epoch, stream=stream, on_bad_sample=cfg.on_bad_sample,
+                                           counters=self._counters, pool=pool,
+                                           position_base=base)
+                yield from batches_of(items, cfg.batch_size, self.iters - start, role == "labeled", self._counters,
+                                      position_base=base, stop=stop)
+            finally:
+                if pool is not None:
+                    pool.shutdown(wait=False, cancel_futures=True)
+
+        return Producer(make, depth=max(1, cfg.prefetch_batches), name=f"u2pl-data-{role}")
+
+    def _split_rows(self, role: str) -> Iterator[dict]:
+        shard = self.shards[role]
+        if shard is None:
+            raise DataError(f"no '{role}' dataset shard was given to TrainStream")
+        buffer = self.cfg.shuffle_buffer or None
+        return shard.iter_batches(batch_size=max(_PULL_ROWS, self.cfg.batch_size), batch_format="numpy",
+                                  local_shuffle_buffer_size=buffer, prefetch_batches=max(1, self.cfg.prefetch_batches))
+
+    def _plan_rows(self, role: str, epoch: int, first: int) -> Iterator[dict]:
+        """Rows of this rank's plan from position `first` on: its share, then more only if asked for."""
+        part = self.info.part(role)
+        stop = rank_range(self.rank, self.per_rank)[1]
+        lo, hi = first, max(stop, first + 1)
+        while True:
+            segments = plan_segments(part, self.seed, epoch, ROLE_STREAM[role], lo, hi, self.cfg.shuffle_buffer)
+            ds = plan_dataset(self.cfg, self.info, role, segments, self.specs[role], epoch)
+            yield from ds.iter_batches(batch_size=max(_PULL_ROWS, self.cfg.batch_size), batch_format="numpy",
+                                       prefetch_batches=max(1, self.cfg.prefetch_batches))
+            lo, hi = hi, hi + max(_PLAN_EXTRA_ROWS, self.cfg.batch_size)
