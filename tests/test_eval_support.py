@@ -86,6 +86,16 @@ def _trained(cfg: Any, seed: int, steps: int) -> nn.Module:
     optimiser = torch.optim.Adam(model.parameters(), lr=0.01)
     model.train()
     side = 20  # one 20x20 crop of each image per step: a batch of 5 (BN needs more than one)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny tensors: threads only add contention on the shared 2 cores
+    try:
+        _fit(model, optimiser, images, masks, gen, side, steps)
+    finally:
+        torch.set_num_threads(threads)
+    return model.eval()
+
+
+def _fit(model, optimiser, images, masks, gen, side, steps):
     for _ in range(steps):
         batch, target = [], []
         for image, mask in zip(images, masks):
@@ -99,7 +109,6 @@ def _trained(cfg: Any, seed: int, steps: int) -> nn.Module:
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
-    return model.eval()
 
 
 def make_checkpoint(directory: str | Path, cfg: Any, *, iteration: int = 120, epoch: int = 3,
