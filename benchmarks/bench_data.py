@@ -1,0 +1,173 @@
+"""Images/s delivered to a training worker: the Ray Data stream from shards on a local S3 server against a
+plain torch DataLoader reading the same images as files from local disk, same decode and augmentation.
+
+    .venv/bin/python benchmarks/bench_data.py [--images 1024] [--image-size 160] [--crop 128] [--batch 8]
+                                              [--epochs 2] [--loader-workers 2]
+
+Both sides: the labelled pairs (image + mask) of one split, decoded with torchvision and weak-augmented
+(resize 0.5-2.0, flip, crop) to uint8 tensors, `--epochs` epochs, timed from the first request to the
+last batch (start-up included), no training compute. Ray side: a SeaweedFS server started here (as in
+the tests), the synthetic set written to it, a 1-worker TorchTrainer (0.5 CPU) running TrainStream with
+`data.decode: worker` (and `ray` when --decode-ray). DataLoader side: `--loader-workers` processes.
+The last line printed is one JSON object with ray_data_img_s, dataloader_img_s and ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))  # the SeaweedFS fixture code
+
+from fixtures_s3 import SeaweedServer  # noqa: E402
+
+from u2pl_ray.config import load_config  # noqa: E402
+from u2pl_ray.data.augment import WeakAugment, sample_rng  # noqa: E402
+from u2pl_ray.data.codec import SampleChecks, decode_sample  # noqa: E402
+
+
+class FileDataset(torch.utils.data.Dataset):
+    """The plain baseline: image and mask files from local disk, the stream's decode + augmentation."""
+
+    def __init__(self, folder: Path, ids: list[str], augment: WeakAugment, checks: SampleChecks, epoch: int):
+        self.folder, self.ids, self.augment, self.checks, self.epoch = folder, ids, augment, checks, epoch
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, i: int):
+        sid = self.ids[i]
+        image = (self.folder / "images" / f"{sid}.jpg").read_bytes()
+        mask = (self.folder / "masks" / f"{sid}.png").read_bytes()
+        img, msk = decode_sample(image, mask, None, None, self.checks, sid)
+        return self.augment(img, msk, sample_rng(0, self.epoch, 0, i))
+
+
+def export_files(info, folder: Path) -> list[str]:
+    """The labelled rows of the split as files (what a DataLoader user has on disk)."""
+    from u2pl_ray.data.fs import resolve_filesystem
+    from u2pl_ray.data.shards import iter_part_rows
+
+    (folder / "images").mkdir(parents=True)
+    (folder / "masks").mkdir(parents=True)
+    fs, root = resolve_filesystem(info.root)
+    ids = []
+    for _, _, row in iter_part_rows(fs, root, info.labeled, info.root):
+        (folder / "images" / f"{row['id']}.jpg").write_bytes(row["image"])
+        (folder / "masks" / f"{row['id']}.png").write_bytes(row["mask"])
+        ids.append(row["id"])
+    return ids
+
+
+def bench_dataloader(folder: Path, ids: list[str], cfg, epochs: int, workers: int) -> float:
+    augment, checks = WeakAugment.from_config(cfg.data), SampleChecks(cfg.model.num_classes or 256, 255)
+    start, count = time.perf_counter(), 0
+    for epoch in range(epochs):
+        loader = torch.utils.data.DataLoader(FileDataset(folder, ids, augment, checks, epoch),
+                                             batch_size=cfg.data.batch_size, shuffle=True, drop_last=True,
+                                             num_workers=workers, persistent_workers=False)
+        for images, masks in loader:
+            count += images.shape[0]
+    return count / (time.perf_counter() - start)
+
+
+def _ray_loop(loop_config):
+    import ray.train
+
+    from u2pl_ray.config import build_config
+    from u2pl_ray.data.stream import TrainStream
+
+    cfg = build_config(loop_config["config"])
+    stream = TrainStream(cfg.data, labeled=ray.train.get_dataset_shard("labeled"), unlabeled=None, rank=0,
+                         world_size=1, seed=0, iters_per_epoch=loop_config["n"], info=loop_config["info"])
+    start, count = time.perf_counter(), 0
+    for epoch in range(loop_config["epochs"]):
+        for batch in stream.epoch(epoch):
+            count += batch.image_l.shape[0]
+    ray.train.report({"img_s": count / (time.perf_counter() - start), "images": count})
+
+
+def bench_ray(cfg, epochs: int, storage: str) -> float:
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from u2pl_ray.config import config_to_dict
+    from u2pl_ray.data.stream import build_train_datasets, iters_per_epoch, load_dataset_info, train_dataset_config
+
+    info = load_dataset_info(cfg.data)
+    n = iters_per_epoch(info, cfg.data, 1, mode="supervised")
+    trainer = TorchTrainer(
+        _ray_loop, train_loop_config={"config": config_to_dict(cfg), "n": n, "info": info, "epochs": epochs},
+        scaling_config=ScalingConfig(num_workers=1, resources_per_worker={"CPU": 0.5}),
+        datasets=build_train_datasets(cfg.data, info, mode="supervised"),
+        dataset_config=train_dataset_config(cfg.data), run_config=RunConfig(name="bench", storage_path=storage),
+    )
+    return float(trainer.fit().metrics["img_s"])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--images", type=int, default=1024)
+    p.add_argument("--image-size", type=int, default=160)
+    p.add_argument("--crop", type=int, default=128)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--loader-workers", type=int, default=2)
+    p.add_argument("--decode-ray", action="store_true", help="also time data.decode: ray")
+    args = p.parse_args()
+
+    import ray
+
+    from u2pl_ray.data.info import load_dataset_info
+    from u2pl_ray.data.synthetic import generate_synthetic
+
+    work = Path(tempfile.mkdtemp(prefix="u2pl-bench-data-"))
+    server = SeaweedServer(work / "s3").start()
+    try:
+        os.environ.update(server.env())
+        server.make_bucket("bench")
+        root = server.uri("bench", "synthetic")
+        overrides = [f"data.root={root}", "data.split=full", f"data.crop_size={args.crop}",
+                     f"data.batch_size={args.batch}", "model.num_classes=6"]
+        cfg = load_config(None, overrides)
+        t0 = time.perf_counter()
+        synth = cfg.data.synthetic.model_copy(update={"num_train": args.images, "num_val": 8,
+                                                      "image_size": args.image_size, "labeled_fractions": ["full"]})
+        generate_synthetic(synth, root, overwrite=True)
+        info = load_dataset_info(cfg.data)
+        ids = export_files(info, work / "files")
+        print(f"wrote {len(ids)} pairs of {args.image_size}px to S3 and to local files in "
+              f"{time.perf_counter() - t0:.1f} s", flush=True)
+
+        loader = bench_dataloader(work / "files", ids, cfg, args.epochs, args.loader_workers)
+        print(f"DataLoader ({args.loader_workers} workers): {loader:.1f} img/s", flush=True)
+        ray.init(address="local", num_cpus=2, object_store_memory=1 << 30,
+                 runtime_env={"env_vars": server.env()}, log_to_driver=False)
+        results = {"ray_data_img_s": bench_ray(cfg, args.epochs, str(work / "runs"))}
+        print(f"Ray Data stream (decode: worker): {results['ray_data_img_s']:.1f} img/s", flush=True)
+        if args.decode_ray:
+            cfg_ray = load_config(None, [*overrides, "data.decode=ray"])
+            results["ray_data_decode_ray_img_s"] = bench_ray(cfg_ray, args.epochs, str(work / "runs"))
+            print(f"Ray Data stream (decode: ray): {results['ray_data_decode_ray_img_s']:.1f} img/s", flush=True)
+        ray.shutdown()
+    finally:
+        server.close()
+    out = {
+        **{k: round(v, 1) for k, v in results.items()}, "dataloader_img_s": round(loader, 1),
+        "ratio": round(results["ray_data_img_s"] / loader, 3), "images": len(ids), "epochs": args.epochs,
+        "image_size": args.image_size, "crop": args.crop, "batch": args.batch, "loader_workers": args.loader_workers,
+        "cpus": os.cpu_count(), "load_avg_1m": round(os.getloadavg()[0], 2),
+    }
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
