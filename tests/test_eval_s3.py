@@ -29,13 +29,20 @@ def _read(server, path) -> bytes:
 
 
 @pytest.mark.timeout(120)
-def test_evaluate_predict_and_report_from_a_bucket(s3_env, tmp_path, capsys):  # noqa: F811
+def test_evaluate_predict_and_report_from_a_bucket(s3_env, tmp_path, capsys, monkeypatch):  # noqa: F811
     from u2pl_ray.evaluate import main as evaluate
     from u2pl_ray.predict import main as predict
     from u2pl_ray.report import main as report
 
+    # the endpoint travels in the URIs only (s3://b/p?endpoint_override=...): every URI derived from
+    # another (a run's checkpoint, an input under a prefix, an output path) must keep it
+    monkeypatch.delenv("AWS_ENDPOINT_URL")
     bucket = s3_env.make_bucket("eval-test")
-    data_uri = f"s3://{bucket}/data"
+
+    def uri(prefix):
+        return s3_env.uri(bucket, prefix)
+
+    data_uri = uri("data")
     make_dataset(data_uri)
     run = tmp_path / "run"
     cfg = tiny_config(data_uri)
@@ -43,10 +50,10 @@ def test_evaluate_predict_and_report_from_a_bucket(s3_env, tmp_path, capsys):  #
     make_checkpoint(run / "checkpoint_00000040", cfg, iteration=40, epoch=1, history=history, steps=10)
     (run / "config.yaml").write_text((run / "checkpoint_00000040" / "config.yaml").read_text())
     _upload(s3_env, run, bucket, "runs/demo")
-    run_uri = f"s3://{bucket}/runs/demo"
+    run_uri = uri("runs/demo")
 
     # evaluate: the run folder resolves to its newest checkpoint; data from the checkpoint's config
-    out = f"s3://{bucket}/results/eval.json"
+    out = uri("results/eval.json")
     assert evaluate(["--checkpoint", run_uri, "--mode", "whole", "--out", out]) == 0
     result = json.loads(_read(s3_env, f"{bucket}/results/eval.json"))
     assert result["num_images"] == 5 and result["weights"] == "student"  # epoch 1: still the warm-up
@@ -60,8 +67,7 @@ def test_evaluate_predict_and_report_from_a_bucket(s3_env, tmp_path, capsys):  #
             dst.write(encode_png(image))
     with fs.open_output_stream(f"{bucket}/inputs/bad.png") as dst:
         dst.write(b"garbage")
-    assert predict(["--checkpoint", run_uri, "--input", f"s3://{bucket}/inputs",
-                    "--output", f"s3://{bucket}/predicted"]) == 1
+    assert predict(["--checkpoint", run_uri, "--input", uri("inputs"), "--output", uri("predicted")]) == 1
     assert f"s3://{bucket}/inputs/bad.png" in capsys.readouterr().err
     mask = Image.open(io.BytesIO(_read(s3_env, f"{bucket}/predicted/masks/deeper/y.png")))
     assert mask.mode == "P" and mask.size == (34, 26) and np.asarray(mask).max() < 4

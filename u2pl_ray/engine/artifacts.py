@@ -34,20 +34,29 @@ def _storage(uri: str):
     return resolve_storage(uri)
 
 
+def _keep_options(resolved: str, original: str) -> str:
+    """Puts the client options of `original` (s3://b/p?endpoint_override=...) back on a resolved URI:
+    Storage.uri drops them, and without them the next open goes to the default endpoint."""
+    from u2pl_ray.data.fs import split_query
+
+    _, query = split_query(original)
+    return f"{resolved}?{query}" if query else resolved
+
+
 def resolve_checkpoint_uri(uri: str, prefer: Literal["best", "latest"] = "best") -> str:
     """A checkpoint folder is returned as is; a run folder resolves to its best (best.json) or newest
     `checkpoint_*` folder."""
     root = _storage(uri)
     if root.join(META).exists():
-        return root.uri
+        return _keep_options(root.uri, uri)
     pointer = root.join("best.json")
     if prefer == "best" and pointer.exists():
-        return root.join(json.loads(pointer.read_text())["checkpoint"]).uri
+        return _keep_options(root.join(json.loads(pointer.read_text())["checkpoint"]).uri, uri)
     infos = root.fs.get_file_info(pafs.FileSelector(root.path, allow_not_found=True))
     names = sorted(i.base_name for i in infos if i.type == pafs.FileType.Directory and i.base_name.startswith("checkpoint_"))
     if not names:
         raise CheckpointError(f"{uri} is neither a u2pl-ray checkpoint nor a run folder with checkpoints")
-    return root.join(names[-1]).uri
+    return _keep_options(root.join(names[-1]).uri, uri)
 
 
 @contextmanager

@@ -205,12 +205,13 @@ def evaluate(checkpoint: str, *, data: str | None = None, part: str = "val", whi
              num_gpus: float = 0.0, num_cpus: float = 1.0, device: str = "auto") -> EvalReport:
     """Scores a checkpoint. `workers` > 1 runs Ray tasks (call ray.init first); 1 runs in this process.
     Settings left None come from the checkpoint's own `eval` section."""
-    from u2pl_ray.engine.artifacts import load_trained_model
+    from u2pl_ray.engine.artifacts import load_trained_model, resolve_checkpoint_uri
     from u2pl_ray.engine.validation import inference_spec
     from u2pl_ray.serving.predictor import pick_device
 
     started = time.monotonic()
-    loaded = load_trained_model(checkpoint, which=which)  # type: ignore[arg-type]
+    # a run folder names its best (or newest) checkpoint: the report names the one actually scored
+    loaded = load_trained_model(resolve_checkpoint_uri(checkpoint), which=which)  # type: ignore[arg-type]
     cfg = evaluation_config(loaded.cfg, data=data, mode=mode, crop_size=crop_size, stride_ratio=stride_ratio,
                             scales=scales, flip=flip)
     info = dataset_part(cfg, part)

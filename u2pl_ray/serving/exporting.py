@@ -127,11 +127,11 @@ def export_model(checkpoint: str, fmt: Format, out_uri: str | None = None, *, wh
     """Exports the checkpoint's teacher or student, checks it against the eager model, and writes the model
     file and `<name>.json` (preprocessing, classes, output semantics, the check's figures)."""
     from u2pl_ray.data.fs import split_query, write_bytes_atomic, write_text_atomic
-    from u2pl_ray.engine.artifacts import load_trained_model
+    from u2pl_ray.engine.artifacts import load_trained_model, resolve_checkpoint_uri
 
     if fmt not in SUFFIX:
         raise ValueError(f"format must be one of {sorted(SUFFIX)}, given {fmt!r}")
-    loaded = load_trained_model(checkpoint, which=which)  # type: ignore[arg-type]
+    loaded = load_trained_model(resolve_checkpoint_uri(checkpoint), which=which)  # type: ignore[arg-type]
     prep = Preprocessing.from_loaded(loaded)
     crop = int(loaded.cfg.eval.crop_size or loaded.cfg.data.crop_size)
     height, width = size or (crop, crop)
