@@ -76,6 +76,11 @@ def test_list_file_single_image_and_options(checkpoint, tmp_path):
     spec = InferenceSpec("slide", 16)
     assert np.array_equal(np.asarray(Image.open(out / "masks" / "b.png")),
                           expected_ids(checkpoint, arrays["sub/b.png"], "student", spec))
+    # outputs inside the input folder are not taken for inputs on a second run
+    inside = tmp_path / "in" / "predicted"
+    base = ["--checkpoint", str(checkpoint), "--input", str(tmp_path / "in"), "--output", str(inside)]
+    assert main(base) == 1 and main(base) == 1
+    assert json.loads((inside / "predictions.json").read_text())["inputs"] == 4
     single = tmp_path / "one"
     assert main(["--checkpoint", str(checkpoint), "--input", str(tmp_path / "in" / "c.jpg"), "--output", str(single)]) == 0
     assert (single / "masks" / "c.png").is_file() and (single / "overlays" / "c.png").is_file()

@@ -78,6 +78,20 @@ def _predict_ray(items: Sequence[Any], args: argparse.Namespace) -> list[dict[st
                             batch_size=args.batch_size, num_gpus=gpus, num_cpus=args.cpus_per_actor)
 
 
+def _inside(uri: str, folder: str) -> bool:
+    """Whether `uri` lies under `folder` (so a second run with the output inside the input folder does
+    not take the previous masks for new images)."""
+    from pathlib import Path
+
+    from u2pl_ray.data.fs import is_local, split_query
+
+    uri, folder = split_query(uri)[0], split_query(folder)[0]
+    if is_local(uri) and is_local(folder):
+        inner, outer = Path(uri.removeprefix("file://")).resolve(), Path(folder.removeprefix("file://")).resolve()
+        return inner == outer or outer in inner.parents
+    return uri.startswith(folder.rstrip("/") + "/")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     from u2pl_ray.data.errors import DataError
@@ -88,7 +102,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     started = time.monotonic()
     try:
-        items = list_inputs(args.input)
+        items = [item for item in list_inputs(args.input) if not _inside(item.uri, args.output)]
+        if not items:
+            raise DataError(f"no images in {args.input} outside the output folder {args.output}")
         args.checkpoint = resolve_checkpoint_uri(args.checkpoint)  # every actor then opens the same one
         engine = args.engine if args.engine != "auto" else ("ray" if len(items) > LOCAL_LIMIT else "local")
         if engine == "ray":
@@ -105,7 +121,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                "written": len(records) - len(failed), "failed": len(failed),
                "seconds": round(time.monotonic() - started, 2), "records": records}
     report_uri = join_uri(args.output, "predictions.json")
-    write_text_atomic(report_uri, json.dumps(summary, indent=1))
+    try:
+        write_text_atomic(report_uri, json.dumps(summary, indent=1))
+    except DataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     for record in failed:
         print(f"error: {record['error']}", file=sys.stderr)
     print(f"{summary['written']}/{len(items)} images segmented in {summary['seconds']:.1f} s "
