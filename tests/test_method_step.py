@@ -196,3 +196,13 @@ def test_missing_rep_is_a_clear_error():
 
     with pytest.raises(KeyError, match="rep"):
         step.losses(NoRep(), NoRep(), *_data(0), epoch=0, iteration=0)
+
+
+def test_gate_is_drawn_every_semi_iteration_even_without_augmentation():
+    cfg, student, teacher, step, _ = _setup(strong_aug="none", sup_only_epochs=0, contrastive=False)
+    reference = torch.Generator().manual_seed(0)  # the step's aug stream for seed 0
+    for i in range(3):
+        _, metrics = step.losses(student, teacher, *_data(0), epoch=0, iteration=i)
+        torch.rand((), generator=reference)
+        assert metrics["strong_aug"] == 0.0
+        assert torch.equal(step.aug_generator.get_state(), reference.get_state())
