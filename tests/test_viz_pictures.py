@@ -4,7 +4,6 @@ run folder (meta.json history + real TensorBoard event files) and the report com
 from __future__ import annotations
 
 import io
-import json
 
 import numpy as np
 import pytest
@@ -105,7 +104,6 @@ def test_grid_reliable_split_matches_numpy_percentile(checkpoint):
         near = np.abs(ent - threshold) < 1e-5  # float32 vs float64 rounding may flip pixels at the threshold
         assert np.array_equal(view.reliable[~near], (ent < threshold)[~near])
     assert grid.reliable_share == pytest.approx(0.70, abs=0.01)
-    assert len({v.pseudo_label.max() for v in grid.views}) >= 1
     # six panels per row, one row per sample
     assert grid.picture.ndim == 3 and grid.picture.shape[1] >= 6 * 160 and grid.picture.shape[0] > 3 * 100
 
@@ -188,5 +186,3 @@ def test_report_command(tmp_path, capsys):
     assert (run / "plots" / "curves.png").is_file()
     assert main([str(tmp_path / "nothing")]) == 2
     assert "not a run folder" in capsys.readouterr().err
-    meta = json.loads((run / "checkpoint_00000030" / "meta.json").read_text())
-    assert meta["iteration"] == 30
