@@ -38,6 +38,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.size is not None and min(args.size) < 8:
         print(f"error: --size {args.size[0]} {args.size[1]} is too small (at least 8 x 8)", file=sys.stderr)
         return 2
+    if args.format == "onnx":
+        try:
+            import onnx  # noqa: F401
+            import onnxruntime  # noqa: F401
+        except ImportError as exc:
+            print(f"error: ONNX export needs onnx and onnxruntime (pip install 'u2pl-ray[export]'): {exc}",
+                  file=sys.stderr)
+            return 2
     try:
         result = export_model(args.checkpoint, args.format, args.out, which=args.model,
                               size=tuple(args.size) if args.size else None)

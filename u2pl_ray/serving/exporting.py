@@ -161,11 +161,13 @@ def export_model(checkpoint: str, fmt: Format, out_uri: str | None = None, *, wh
 def describe(loaded: Any, prep: Preprocessing, fmt: Format, file_name: str, size: tuple[int, int],
              cases: list[CheckCase]) -> dict[str, Any]:
     """The JSON written next to the exported model: everything needed to use it without this package."""
-    import onnxruntime
-
     meta = loaded.meta
-    runtime = (f"onnxruntime {onnxruntime.__version__} CPUExecutionProvider" if fmt == "onnx"
-               else f"torch.jit.load (torch {torch.__version__}, CPU)")
+    if fmt == "onnx":  # onnx/onnxruntime are the optional 'export' extra: imported only when used
+        import onnxruntime
+
+        runtime = f"onnxruntime {onnxruntime.__version__} CPUExecutionProvider"
+    else:
+        runtime = f"torch.jit.load (torch {torch.__version__}, CPU)"
     pre = prep.to_json()
     return {
         "format": EXPORT_FORMAT,
