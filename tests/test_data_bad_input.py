@@ -14,7 +14,8 @@ import pytest
 from fixtures_s3 import _free_ports, s3_env, s3_server  # noqa: F401  (fixtures)
 from u2pl_ray.config import load_config
 from u2pl_ray.data.codec import encode_jpeg, encode_png
-from u2pl_ray.data.datasets import _read_segments, role_columns
+from u2pl_ray.data.datasets import role_columns
+from u2pl_ray.data.readtask import read_segments
 from u2pl_ray.data.errors import BadSampleError, DataError
 from u2pl_ray.data.info import load_dataset_info
 from u2pl_ray.data.producer import Counters, batches_of, items_from_batches
@@ -71,7 +72,7 @@ def stream_items(cfg, info, decode: str):
     cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"decode": decode})})
     spec = RowSpec.from_config(cfg.data, info.num_classes, seed=0, labeled=True)
     segments = [json.dumps({"paths": [s.path], "rows": [s.rows]}) for s in info.labeled.shards]
-    batches = (_read_segments({"segment": np.array([seg], dtype=object)}, info.root, role_columns("labeled"),
+    batches = (read_segments({"segment": np.array([seg], dtype=object)}, info.root, role_columns("labeled"),
                               spec if decode == "ray" else None, 0, 0) for seg in segments)
     batches = (b if isinstance(b, dict) else {c: b.column(c).to_numpy(zero_copy_only=False) for c in b.column_names}
                for b in batches)

@@ -12,19 +12,12 @@ with order preserved; the datasets given to Ray Train are then left unsplit and 
 from __future__ import annotations
 
 import json
-import posixpath
 from typing import Any, Sequence
 
-import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
-
-from u2pl_ray.data.errors import DataError
-from u2pl_ray.data.fs import resolve_filesystem, storage_error
 from u2pl_ray.data.info import DatasetInfo, labeled_repeats
 from u2pl_ray.data.plan import STREAM_LABELED, STREAM_UNLABELED, Segment
-from u2pl_ray.data.rows import RowSpec, decode_rows_to_numpy
-from u2pl_ray.data.shards import shard_where
+from u2pl_ray.data.readtask import read_segments
+from u2pl_ray.data.rows import RowSpec
 
 ROLE_STREAM = {"labeled": STREAM_LABELED, "unlabeled": STREAM_UNLABELED}
 
@@ -66,7 +59,7 @@ def _files_dataset(cfg, info: DatasetInfo, role: str, repeats: int) -> Any:
         if cfg.decode == "ray" else None
     kwargs = {"root": info.root, "columns": role_columns(role), "spec": spec, "epoch": None,
               "stream": ROLE_STREAM[role]}
-    return ds.map_batches(_read_segments, batch_size=1, batch_format="numpy", fn_kwargs=kwargs,
+    return ds.map_batches(read_segments, batch_size=1, batch_format="numpy", fn_kwargs=kwargs,
                           num_cpus=cfg.ray_task_cpus)
 
 
@@ -85,51 +78,7 @@ def plan_dataset(cfg, info: DatasetInfo, role: str, segments: Sequence[Segment],
     ds = ray.data.from_items(items, override_num_blocks=max(1, len(items)))
     kwargs = {"root": info.root, "columns": role_columns(role), "spec": spec if cfg.decode == "ray" else None,
               "epoch": epoch, "stream": ROLE_STREAM[role]}
-    ds = ds.map_batches(_read_segments, batch_size=1, batch_format="numpy", fn_kwargs=kwargs,
+    ds = ds.map_batches(read_segments, batch_size=1, batch_format="numpy", fn_kwargs=kwargs,
                         num_cpus=cfg.ray_task_cpus)
     ds.context.execution_options.preserve_order = True  # the plan order is the point
     return ds
-
-
-def _read_segments(batch: dict[str, np.ndarray], root: str, columns: list[str], spec: RowSpec | None, epoch: int,
-                   stream: int) -> Any:
-    fs, root_path = resolve_filesystem(root)
-    pieces, indices, positions = [], [], []
-    offset = 0
-    for text in batch["segment"]:
-        seg = json.loads(str(text))
-        starts = []
-        for rel, rows in zip(seg["paths"], seg["rows"]):
-            table = _read_shard(fs, root_path, root, rel, rows, columns)
-            pieces.append(table.append_column("where", pa.array([shard_where(root, rel)] * table.num_rows)))
-            starts.append(offset)
-            offset += table.num_rows
-        if "entries" in seg:  # a plan segment: these rows, in this order
-            indices.extend(starts[local] + row for local, row in seg["entries"])
-            positions.extend(seg["positions"])
-        else:  # whole shards
-            indices.extend(range(starts[0], offset))
-    if not pieces:
-        return {"id": np.asarray([], dtype=object)}
-    raw = pa.concat_tables(pieces).take(pa.array(indices, type=pa.int64()))
-    if positions:
-        raw = raw.append_column("position", pa.array(positions, type=pa.int64()))
-    if spec is None:
-        return raw  # bytes go to the training worker, which decodes them
-    out = {name: raw.column(name).to_numpy(zero_copy_only=False) for name in raw.column_names}
-    return decode_rows_to_numpy(out, spec, epoch=epoch, stream=stream, where_column="where")
-
-
-def _read_shard(fs: Any, root_path: str, root: str, rel: str, rows: int, columns: list[str]) -> pa.Table:
-    where = shard_where(root, rel)
-    try:
-        table = pq.read_table(posixpath.join(root_path, rel), filesystem=fs, columns=columns)
-    except FileNotFoundError:
-        raise DataError(f"missing shard {where} (listed in the manifest)") from None
-    except (pa.ArrowInvalid, KeyError) as exc:
-        raise DataError(f"shard {where} cannot be read as a u2pl-ray shard: {exc}") from None
-    except OSError as exc:
-        raise storage_error(exc, where, "read shard") from None
-    if table.num_rows != rows:
-        raise DataError(f"shard {where} has {table.num_rows} rows, the manifest says {rows}")
-    return table
