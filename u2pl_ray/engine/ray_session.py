@@ -1,0 +1,92 @@
+"""The Ray edge of the per-worker loop: `train_loop_per_worker` and the `RaySession` it runs with."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from pathlib import Path
+from typing import Any, Iterator
+
+import ray
+import ray.train
+from ray.train import Checkpoint
+
+from u2pl_ray.config import build_config
+from u2pl_ray.engine.checkpoint import CheckpointError, verify_checkpoint
+
+log = logging.getLogger(__name__)
+
+
+def _candidates(latest: Checkpoint) -> list[Checkpoint]:
+    """The newest checkpoint first, then its older siblings in the run folder (newest first)."""
+    from pyarrow.fs import FileSelector, FileType
+
+    fs, path = latest.filesystem, latest.path.rstrip("/")
+    parent = path.rsplit("/", 1)[0]
+    try:
+        infos = fs.get_file_info(FileSelector(parent))
+    except OSError:
+        return [latest]
+    names = sorted(
+        (i.path for i in infos if i.type == FileType.Directory and i.base_name.startswith("checkpoint_")),
+        reverse=True,
+    )
+    others = [Checkpoint(p, filesystem=fs) for p in names if p.rstrip("/") != path]
+    return [latest, *others]
+
+
+class RaySession:
+    def __init__(self, board: Any = None):
+        ctx = ray.train.get_context()
+        self.rank = ctx.get_world_rank()
+        self.world_size = ctx.get_world_size()
+        self.local_rank = ctx.get_local_rank()
+        self.board = board
+
+    def report(self, metrics: dict[str, Any], checkpoint_dir: Path | None, checkpoint_name: str | None) -> None:
+        checkpoint = Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir is not None else None
+        ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=checkpoint_name)
+
+    @contextlib.contextmanager
+    def latest_checkpoint(self) -> Iterator[Path | None]:
+        latest = ray.train.get_checkpoint()
+        if latest is None:
+            yield None
+            return
+        for candidate in _candidates(latest):
+            with candidate.as_directory() as directory:
+                try:
+                    verify_checkpoint(directory)
+                except CheckpointError as exc:
+                    log.warning("skipping unusable checkpoint: %s", exc)
+                    continue
+                yield Path(directory)
+                return
+        raise CheckpointError(f"no usable checkpoint next to {latest.path}: every one failed verification")
+
+    def data_iterators(self) -> tuple[Any, Any]:
+        return ray.train.get_dataset_shard("labeled"), ray.train.get_dataset_shard("unlabeled")
+
+    def progress(self, values: dict[str, Any]) -> None:
+        if self.board is not None:
+            self.board.push.remote(values)
+
+    def stop_requested(self) -> bool:
+        if self.board is None:
+            return False
+        try:
+            return bool(ray.get(self.board.stop_requested.remote(), timeout=10))
+        except Exception:  # a lost driver must not stop training
+            return False
+
+
+def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
+    """Entry point of every Ray Train worker."""
+    from u2pl_ray.engine.runner import Runner
+
+    logging.basicConfig(level=os.environ.get("U2PL_LOG_LEVEL", "INFO"), format="%(levelname)s %(name)s: %(message)s")
+    cfg = build_config(loop_config["config"], source="run config")
+    session = RaySession(loop_config.get("board"))
+    runner = Runner(cfg, session, loop_config["dataset_info"], loop_config["iters_per_epoch"])
+    runner.run()

@@ -1,0 +1,230 @@
+"""The per-worker training loop: one object with small methods, in the official order of operations.
+
+setup -> (resume) -> for each epoch: for each batch: train_step -> validate/checkpoint when due.
+Everything a restart needs goes through `save_state` / `load_state` (u2pl_ray.engine.state).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from u2pl_ray.config import Config
+from u2pl_ray.engine import collectives as coll
+from u2pl_ray.engine.faults import FaultInjector, NonFiniteLossError
+from u2pl_ray.engine.metrics_window import MetricsWindow
+from u2pl_ray.engine.session import Session
+from u2pl_ray.engine.setup import Components, build_components
+from u2pl_ray.engine.state import load_state, save_state
+from u2pl_ray.engine.validation import run_validation
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Progress:
+    """Where the run is. Saved in every checkpoint."""
+
+    epoch: int = 0
+    batch_in_epoch: int = 0  # batches of `epoch` already trained
+    iteration: int = 0  # global, 0-based index of the next iteration
+    best_miou: float = -1.0
+    best_iteration: int = -1
+    nonfinite_in_row: int = 0
+    nonfinite_total: int = 0
+    validations: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+class Runner:
+    def __init__(self, cfg: Config, session: Session, dataset_info: Any, iters_per_epoch: int):
+        self.cfg = cfg
+        self.session = session
+        self.info = dataset_info
+        self.iters_per_epoch = iters_per_epoch
+        self.max_iters = iters_per_epoch * cfg.schedule.epochs
+        self.progress = Progress()
+        self.window = MetricsWindow()
+        self.faults = FaultInjector(cfg.fault)
+        self.c: Components | None = None
+        self._last_report = time.perf_counter()
+        self._run_start = time.perf_counter()
+        self._images_seen = 0
+        self._last_checkpoint_iteration = -1
+        self.stopping = False
+
+    # ---- setup --------------------------------------------------------------------------------
+
+    def setup(self) -> None:
+        self.c = build_components(self.cfg, self.session, self.info, self.iters_per_epoch)
+        with self.session.latest_checkpoint() as directory:
+            if directory is not None:
+                self.progress = load_state(directory, self.c, self.session.rank, Progress)
+                log.info("resumed from %s at iteration %d", directory, self.progress.iteration)
+
+    @property
+    def is_rank0(self) -> bool:
+        return self.session.rank == 0
+
+    # ---- the loop -----------------------------------------------------------------------------
+
+    def run(self) -> Progress:
+        if self.c is None:
+            self.setup()
+        cfg = self.cfg
+        while self.progress.epoch < cfg.schedule.epochs and not self.stopping:
+            self.train_epoch()
+            if self.stopping:
+                break
+            self.progress.epoch += 1
+            self.progress.batch_in_epoch = 0
+            last = self.progress.epoch == cfg.schedule.epochs
+            due = cfg.eval.every_epochs and self.progress.epoch % cfg.eval.every_epochs == 0
+            if (due or last) and self._last_checkpoint_iteration != self.progress.iteration:
+                self.validate_and_checkpoint()
+        return self.progress
+
+    def train_epoch(self) -> None:
+        assert self.c is not None
+        epoch = self.progress.epoch
+        batches = self.c.stream.epoch(epoch, start=self.progress.batch_in_epoch)
+        wait_start = time.perf_counter()
+        for batch in batches:
+            self.window.add_time("data_wait_s", time.perf_counter() - wait_start)
+            self.train_step(batch)
+            self.progress.batch_in_epoch += 1
+            self.progress.iteration += 1
+            it = self.progress.iteration
+            if it % self.cfg.report_every_iters == 0:
+                self.publish_progress()
+                if coll.any_rank(self.is_rank0 and self.session.stop_requested(), self.c.device):
+                    self.stopping = True
+                    self.validate_and_checkpoint(reason="stop")
+                    return
+            if self.cfg.eval.every_iters and it % self.cfg.eval.every_iters == 0:
+                self.validate_and_checkpoint()
+            elif self.cfg.storage.checkpoint_every_iters and it % self.cfg.storage.checkpoint_every_iters == 0:
+                self.checkpoint(metrics=self.window.summary(), name=None)
+            wait_start = time.perf_counter()
+
+    def set_learning_rate(self) -> float:
+        assert self.c is not None
+        factor = (1 - self.progress.iteration / self.max_iters) ** self.cfg.schedule.poly_power
+        for group in self.c.optimizer.param_groups:
+            group["lr"] = group["initial_lr"] * factor
+        return self.c.optimizer.param_groups[0]["lr"]
+
+    def train_step(self, batch: Any) -> None:
+        assert self.c is not None
+        c, cfg, prog = self.c, self.cfg, self.progress
+        start = time.perf_counter()
+        self.faults.before_step(prog.iteration)
+        lr = self.set_learning_rate()
+        image_l, label_l, image_u = c.to_device(batch)
+        c.student.train()
+        loss, metrics = c.step.losses(
+            c.student, c.teacher, image_l, label_l, image_u,
+            epoch=prog.epoch, iteration=prog.iteration, autocast=c.autocast,
+        )
+        loss = self.faults.corrupt_loss(prog.iteration, loss)
+        bad = coll.any_rank(not bool(torch.isfinite(loss.detach()).item()), c.device)
+        c.optimizer.zero_grad(set_to_none=True)
+        if bad:
+            self._skip_nonfinite(metrics)
+        else:
+            prog.nonfinite_in_row = 0
+            c.backward_and_step(loss)
+            c.step.update_teacher(c.teacher, c.unwrapped_student, epoch=prog.epoch, iteration=prog.iteration)
+            coll.broadcast_buffers_(c.teacher)
+        n_images = image_l.shape[0] + (image_u.shape[0] if image_u is not None else 0)
+        self._images_seen += n_images * self.session.world_size
+        metrics = {k: float(v) for k, v in metrics.items()}
+        metrics.update(lr=lr, step_s=time.perf_counter() - start)
+        self.window.add(metrics, images=n_images * self.session.world_size)
+
+    def _skip_nonfinite(self, metrics: dict[str, Any]) -> None:
+        prog = self.progress
+        prog.nonfinite_in_row += 1
+        prog.nonfinite_total += 1
+        self.window.add_count("nonfinite_skipped", 1)
+        log.warning("non-finite loss at iteration %d skipped (%d in a row)", prog.iteration, prog.nonfinite_in_row)
+        if prog.nonfinite_in_row >= self.cfg.max_nonfinite_steps:
+            parts = ", ".join(f"{k}={float(v):.4g}" for k, v in metrics.items() if k in ("sup", "unsup", "contra"))
+            raise NonFiniteLossError(
+                f"the loss was not finite for {prog.nonfinite_in_row} iterations in a row "
+                f"(up to iteration {prog.iteration}; {parts}); stopping. Lower optim.lr, check the data, "
+                f"or raise max_nonfinite_steps (now {self.cfg.max_nonfinite_steps})."
+            )
+
+    # ---- progress, validation and checkpoints ---------------------------------------------------
+
+    def publish_progress(self) -> None:
+        assert self.c is not None
+        if not self.is_rank0:
+            return
+        now = time.perf_counter()
+        values = self.window.peek()
+        values.update(
+            iteration=self.progress.iteration, epoch=self.progress.epoch, max_iters=self.max_iters,
+            images_per_s=self.window.images / max(now - self.window.started, 1e-9),
+            best_miou=self.progress.best_miou,
+        )
+        values.update(self.c.bank_fill())
+        self.session.progress(values)
+
+    def validate(self) -> dict[str, float]:
+        """mIoU of the student, and of the teacher once it exists (after the warm-up epochs)."""
+        assert self.c is not None
+        results: dict[str, float] = {}
+        with_teacher = self.cfg.method.mode == "u2pl" and self.progress.epoch > self.cfg.method.sup_only_epochs
+        models = {"student": self.c.unwrapped_student}
+        if with_teacher:
+            models["teacher"] = self.c.teacher
+        for name, model in models.items():
+            was_training = model.training
+            model.eval()
+            scores = run_validation(model, self.cfg, self.info, self.session, self.c.device, self.c.autocast)
+            model.train(was_training)
+            results.update({f"val/{name}/{k}": v for k, v in scores.items()})
+        # Selection follows the official code: student before the teacher takes over, then teacher.
+        chosen = "teacher" if with_teacher else "student"
+        results["val/miou"] = results[f"val/{chosen}/miou"]
+        return results
+
+    def validate_and_checkpoint(self, reason: str = "validation") -> None:
+        prog = self.progress
+        val = self.validate() if reason == "validation" or self.cfg.eval.every_epochs else {}
+        metrics = self.window.summary()
+        metrics.update(val)
+        if val:
+            prog.validations += 1
+            if val["val/miou"] > prog.best_miou:
+                prog.best_miou, prog.best_iteration = val["val/miou"], prog.iteration
+            prog.history.append({"iteration": prog.iteration, "epoch": prog.epoch, **val})
+        metrics.update(
+            iteration=prog.iteration, epoch=prog.epoch, best_miou=prog.best_miou,
+            best_iteration=prog.best_iteration, wall_s=time.perf_counter() - self._run_start,
+            stop_reason=reason,
+        )
+        self.checkpoint(metrics, name=f"checkpoint_{prog.iteration:08d}")
+        self.window.reset()
+
+    def checkpoint(self, metrics: dict[str, Any], name: str | None) -> None:
+        assert self.c is not None
+        name = name or f"checkpoint_{self.progress.iteration:08d}"
+        with tempfile.TemporaryDirectory(prefix="u2pl-ckpt-") as tmp:
+            directory = Path(tmp) / name
+            directory.mkdir()
+            save_state(directory, self.c, self.progress, self.session.rank, self.cfg, metrics, self.faults)
+            self.session.report(metrics, directory, name)
+        self._last_checkpoint_iteration = self.progress.iteration

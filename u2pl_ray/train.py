@@ -1,0 +1,222 @@
+"""`python -m u2pl_ray.train [--config FILE] [--set key=value ...] [--resume RUN]`
+
+Runs U2PL on Ray Train. Inside a Ray cluster or a submitted job it uses that cluster; otherwise it
+starts an embedded local Ray. With no arguments it runs the demo (configs/demo.yaml): the built-in
+synthetic dataset, local storage under ./runs/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from u2pl_ray import __version__
+from u2pl_ray.config import Config, ConfigError, build_config, load_config, read_config_tree
+from u2pl_ray.config.loader import apply_overrides
+from u2pl_ray.engine.launch import Storage, init_ray, resolve_storage, run_name, write_run_config
+
+log = logging.getLogger("u2pl_ray.train")
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = REPO / "configs" / "demo.yaml"
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m u2pl_ray.train", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", help=f"YAML config (default: {DEFAULT_CONFIG.relative_to(REPO)})")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set method.drop_percent=70 (repeatable)")
+    p.add_argument("--resume", metavar="RUN",
+                   help="continue a stopped or finished run: its name under storage.path, or its folder/URI")
+    p.add_argument("--address", help="Ray address (default: RAY_ADDRESS, a running local cluster, or embedded)")
+    return p
+
+
+def resolve_run(args: argparse.Namespace) -> tuple[Config, str, Storage]:
+    """The config, run name and storage root of this invocation (a resumed run keeps its config)."""
+    if args.resume:
+        probe = load_config(args.config or DEFAULT_CONFIG, args.overrides)
+        base = args.resume if ("/" in args.resume or "://" in args.resume) else f"{probe.storage.path}/{args.resume}"
+        run = resolve_storage(base)
+        saved = run.join("config.yaml")
+        if not saved.exists():
+            raise ConfigError(f"--resume {args.resume}: {saved.uri} not found (is this a u2pl-ray run folder?)")
+        import yaml
+
+        data = apply_overrides(yaml.safe_load(saved.read_text()), args.overrides)
+        name = run.uri.rstrip("/").rsplit("/", 1)[1]
+        data.setdefault("storage", {})
+        data["storage"]["name"] = name
+        data["storage"]["path"] = run.uri.rstrip("/").rsplit("/", 1)[0]
+        cfg = build_config(data, f"{saved.uri} with --set {' '.join(args.overrides)}")
+    else:
+        cfg = load_config(args.config or DEFAULT_CONFIG, args.overrides)
+        name = run_name(cfg)
+    return cfg, name, resolve_storage(cfg.storage.path)
+
+
+def git_revision() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+class _StopOnSignal:
+    """First Ctrl-C / SIGTERM: ask the workers to checkpoint and stop. Second: abort."""
+
+    def __init__(self, board: Any):
+        self.board = board
+        self.count = 0
+        self.previous: dict[int, Any] = {}
+
+    def __enter__(self) -> "_StopOnSignal":
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.count += 1
+        if self.count > 1:
+            raise KeyboardInterrupt
+        print(f"\n{signal.Signals(signum).name}: stopping after a checkpoint (again to abort)", flush=True)
+        self.board.request_stop.remote()
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+
+def fit_with_progress(trainer: Any, board: Any, printer: Any) -> tuple[Any, BaseException | None]:
+    import ray
+
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["result"] = trainer.fit()
+        except BaseException as exc:  # reported by the caller
+            box["error"] = exc
+
+    thread = threading.Thread(target=target, name="trainer-fit", daemon=True)
+    with _StopOnSignal(board):
+        thread.start()
+        while thread.is_alive():
+            thread.join(timeout=1.0)
+            printer.handle(ray.get(board.drain.remote()))
+    printer.handle(ray.get(board.drain.remote()))
+    printer.close()
+    return box.get("result"), box.get("error")
+
+
+def build_summary(cfg: Config, run: Storage, result: Any, wall_s: float, config_path: str | None,
+                  global_batch: int) -> dict[str, Any]:
+    meta: dict[str, Any] = {}
+    if result is not None and result.checkpoint is not None:
+        from u2pl_ray.engine.checkpoint import META
+
+        with result.checkpoint.as_directory() as directory:
+            path = Path(directory) / META
+            meta = json.loads(path.read_text()) if path.exists() else {}
+    history = meta.get("history", [])
+    metrics = meta.get("metrics", {})
+    iterations = int(meta.get("iteration", 0))
+
+    def series(name: str) -> list[float]:
+        return [h[f"val/{name}/miou"] for h in history if f"val/{name}/miou" in h]
+
+    per_model = {n: {"best_miou": max(series(n), default=None), "last_miou": (series(n) or [None])[-1]}
+                 for n in ("student", "teacher")}
+    chosen = [h["val/miou"] for h in history if "val/miou" in h]
+    return {
+        "best_miou": max(chosen, default=None),
+        "last_miou": chosen[-1] if chosen else None,
+        "student": per_model["student"],
+        "teacher": per_model["teacher"],
+        "iterations": iterations,
+        "epochs_done": int(meta.get("epoch", 0)),
+        "wall_s": round(wall_s, 2),
+        "images_per_s": round(metrics.get("images_per_s_run", iterations * global_batch / max(wall_s, 1e-9)), 3),
+        "stop_reason": metrics.get("stop_reason"),
+        "run_dir": run.uri,
+        "checkpoint": result.checkpoint.path if result is not None and result.checkpoint is not None else None,
+        "config_path": config_path,
+        "variant": cfg.method.variant,
+        "version": __version__,
+        "git_revision": git_revision(),
+        "history": history,
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    args = parser().parse_args(argv)
+    try:
+        cfg, name, storage = resolve_run(args)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return run_training(cfg, name, storage, config_path=args.config or str(DEFAULT_CONFIG), address=args.address)
+
+
+def run_training(cfg: Config, name: str, storage: Storage, *, config_path: str | None = None,
+                 address: str | None = None) -> int:
+    import ray
+
+    from u2pl_ray.data.stream import build_train_datasets, iters_per_epoch, load_dataset_info
+    from u2pl_ray.engine.launch import build_trainer
+    from u2pl_ray.engine.progress import ProgressBoard, ProgressPrinter
+
+    started = time.monotonic()
+    info = load_dataset_info(cfg.data)
+    init_ray(address)
+    world = max(1, cfg.scaling.num_workers)
+    iters = cfg.schedule.iters_per_epoch or iters_per_epoch(info, cfg.data, world, mode=cfg.method.mode)
+    run = storage.join(name)
+    write_run_config(run, cfg)
+    print(f"run {name}: {cfg.schedule.epochs} epochs x {iters} iterations on {world} worker(s); "
+          f"storage {run.uri}", flush=True)
+    board = ProgressBoard.remote()
+    tb_dir = Path(run.path) / "tensorboard" if run.is_local else None
+    printer = ProgressPrinter(cfg.schedule.epochs, tensorboard_dir=tb_dir)
+    trainer = build_trainer(cfg, name=name, storage=storage, dataset_info=info, iters_per_epoch=iters,
+                            datasets=build_train_datasets(cfg.data, info, mode=cfg.method.mode), board=board)
+    result, error = fit_with_progress(trainer, board, printer)
+    wall = time.monotonic() - started
+    if error is not None:
+        print(f"error: training failed: {error}", file=sys.stderr)
+        print(f"resume with: python -m u2pl_ray.train --resume {run.uri}", file=sys.stderr)
+        return 1
+    global_batch = cfg.data.batch_size * world * (2 if cfg.method.mode == "u2pl" else 1)
+    summary = build_summary(cfg, run, result, wall, config_path, global_batch)
+    run.join("summary.json").write_text(json.dumps(summary, indent=1))
+    _print_summary(summary, run.join("summary.json").uri)
+    ray.kill(board)
+    return 0
+
+
+def _print_summary(summary: dict[str, Any], path: str) -> None:
+    def pct(v: float | None) -> str:
+        return "-" if v is None else f"{100 * v:.2f}"
+
+    print(f"\ndone: {summary['iterations']} iterations in {summary['wall_s']:.0f} s "
+          f"({summary['images_per_s']:.1f} images/s)")
+    print(f"mIoU best {pct(summary['best_miou'])}, last {pct(summary['last_miou'])} | "
+          f"student best {pct(summary['student']['best_miou'])} | teacher best {pct(summary['teacher']['best_miou'])}")
+    if summary.get("stop_reason") == "stop":
+        print(f"stopped early; continue with: python -m u2pl_ray.train --resume {summary['run_dir']}")
+    print(f"summary: {path}", flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

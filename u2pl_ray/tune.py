@@ -1,0 +1,146 @@
+"""`python -m u2pl_ray.tune --config FILE [--set key=value ...] [--resume SWEEP]`
+
+A Ray Tune sweep over config keys (the `tune` section: search space, trials, concurrency, ASHA).
+Each trial is a full distributed training run with its own Ray Train workers. At the end it writes
+`results.csv`, `best_config.yaml` (ready for `python -m u2pl_ray.train --config`) and
+`miou_vs_params.png` into the sweep folder under storage.path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import functools
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Sequence
+
+from u2pl_ray.config import Config, ConfigError, config_to_dict, load_config
+from u2pl_ray.engine.launch import Storage, init_ray, resolve_storage
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "tune_demo.yaml"
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m u2pl_ray.tune", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", help="YAML config with a `tune:` section (default: configs/tune_demo.yaml)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--resume", metavar="SWEEP", help="continue an interrupted sweep: its name or folder/URI")
+    p.add_argument("--address", help="Ray address (default: as `train`)")
+    return p
+
+
+def run_trial(params: dict[str, Any], *, base: dict[str, Any], dataset_info: Any, trials_uri: str) -> None:
+    """One Tune trial: a TorchTrainer run whose reports reach Tune through TuneReportCallback."""
+    import ray.tune
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from u2pl_ray.config import build_config
+    from u2pl_ray.data.stream import build_train_datasets, iters_per_epoch
+    from u2pl_ray.engine.launch import build_trainer
+    from u2pl_ray.sweep.space import apply_params
+
+    cfg = build_config(apply_params(base, params), source=f"trial {params}")
+    world = max(1, cfg.scaling.num_workers)
+    iters = cfg.schedule.iters_per_epoch or iters_per_epoch(dataset_info, cfg.data, world, mode=cfg.method.mode)
+    trainer = build_trainer(
+        cfg, name=ray.tune.get_context().get_trial_id(), storage=resolve_storage(trials_uri),
+        dataset_info=dataset_info, iters_per_epoch=iters,
+        datasets=build_train_datasets(cfg.data, dataset_info, mode=cfg.method.mode),
+        callbacks=[TuneReportCallback()],
+    )
+    trainer.fit()
+
+
+def _scheduler(cfg: Config) -> Any:
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    sch = cfg.tune.scheduler
+    if sch.kind == "fifo":
+        return FIFOScheduler()
+    validations = cfg.schedule.epochs // max(cfg.eval.every_epochs, 1) if cfg.eval.every_epochs else None
+    max_t = sch.max_t or validations or 100
+    return ASHAScheduler(time_attr="training_iteration", max_t=max_t, grace_period=min(sch.grace_period, max_t),
+                         reduction_factor=sch.reduction_factor)
+
+
+def build_tuner(cfg: Config, sweep: Storage, name: str, dataset_info: Any, restore: bool) -> Any:
+    from ray import tune
+
+    from u2pl_ray.sweep.space import build_search_space
+
+    base = config_to_dict(cfg)
+    base["storage"]["checkpoint_every_iters"] = 0  # every report then carries the validation metric
+    space = build_search_space(base, cfg.tune.search_space)
+    trainable = tune.with_resources(
+        functools.partial(run_trial, base=base, dataset_info=dataset_info, trials_uri=sweep.join(name, "trials").uri),
+        {"CPU": 0.01},  # the trial function only waits; its Train workers hold the real resources
+    )
+    if restore:
+        return tune.Tuner.restore(sweep.join(name).uri if not sweep.is_local else sweep.join(name).path,
+                                  trainable=trainable, resume_errored=True,
+                                  storage_filesystem=None if sweep.is_local else sweep.fs)
+    return tune.Tuner(
+        trainable,
+        param_space=space,
+        tune_config=tune.TuneConfig(
+            metric=cfg.tune.metric, mode=cfg.tune.mode, num_samples=cfg.tune.num_samples,
+            max_concurrent_trials=cfg.tune.max_concurrent, scheduler=_scheduler(cfg),
+            search_alg=tune.search.BasicVariantGenerator(random_state=cfg.tune.seed),
+        ),
+        run_config=tune.RunConfig(name=name, storage_path=sweep.path,
+                                  storage_filesystem=None if sweep.is_local else sweep.fs),
+    )
+
+
+def write_outputs(cfg: Config, grid: Any, out: Storage) -> dict[str, str]:
+    from u2pl_ray.sweep.report import best_config_yaml, plot_params, rows_from_results, table_csv, table_text
+
+    keys = list(cfg.tune.search_space)
+    rows = rows_from_results(grid, cfg.tune.metric, keys)
+    print(table_text(rows, keys, cfg.tune.metric))
+    paths = {"results": out.join("results.csv"), "best": out.join("best_config.yaml"), "plot": out.join("miou_vs_params.png")}
+    paths["results"].write_text(table_csv(rows, keys, cfg.tune.metric))
+    scored = [r for r in rows if r.best_metric is not None]
+    if scored:
+        best = max(scored, key=lambda r: r.best_metric) if cfg.tune.mode == "max" else min(scored, key=lambda r: r.best_metric)
+        paths["best"].write_text(best_config_yaml(config_to_dict(cfg), best))
+    with tempfile.TemporaryDirectory() as tmp:
+        png = Path(tmp) / "plot.png"
+        plot_params(rows, keys, cfg.tune.metric, png)
+        with out.fs.open_output_stream(paths["plot"].path) as dst:
+            dst.write(png.read_bytes())
+    return {k: v.uri for k, v in paths.items()}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        cfg = load_config(args.config or DEFAULT_CONFIG, args.overrides)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    from u2pl_ray.data.stream import load_dataset_info
+
+    sweep = resolve_storage(cfg.storage.path)
+    name = args.resume or cfg.tune.name or f"{cfg.name}-sweep-{_dt.datetime.now():%Y%m%d-%H%M%S}"
+    info = load_dataset_info(cfg.data)
+    init_ray(args.address)
+    try:
+        tuner = build_tuner(cfg, sweep, name, info, restore=bool(args.resume))
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"sweep {name}: {cfg.tune.num_samples} sample(s), {cfg.tune.max_concurrent} at a time; "
+          f"storage {sweep.join(name).uri}", flush=True)
+    grid = tuner.fit()
+    outputs = write_outputs(cfg, grid, sweep.join(name))
+    for what, uri in outputs.items():
+        print(f"{what}: {uri}")
+    return 0 if any(r.error is None for r in grid) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
