@@ -55,7 +55,7 @@ def plan_positions(
     An empty plan (denominator 0) means the loss is zero: the early exit (<= 1 valid class).
     """
     if variant == "official":
-        valid = [c for c, n in enumerate(selection.member_counts) if n > 0]
+        valid = [c for c, present in enumerate(selection.has_low_valid) if present]
         if len(valid) <= 1:
             return [], 0, len(valid)
         positions = [

@@ -25,7 +25,7 @@ from torch import Tensor
 class Selection:
     anchor_flat: Tensor  # [K] flat pixel index b*h*w + y*w + x, class-major, (b, y, x) order within
     anchor_counts: list[int]  # per class
-    member_counts: list[int]  # per class: pixels of the class passing the low mask ("low_valid")
+    has_low_valid: list[bool]  # per class: some pixel of the class passes the low mask (official valid class)
     proto_mask: Tensor  # [B, C, h*w] bool, pixels averaged into each class's prototype
     neg_flat: Tensor  # [M] flat pixel index of each negative key, class-major
     neg_class: Tensor  # [M] its class
@@ -154,14 +154,17 @@ def select(
     if variant == "official":
         negatives &= is_member
 
-    counts = torch.stack([low_valid.sum(dim=(0, 2, 3)), anchors.sum(dim=(0, 2, 3))]).tolist()
-    _, anchor_flat = _class_major(anchors)
+    anchor_class, anchor_flat = _class_major(anchors)
+    counts = torch.stack([
+        low_valid.transpose(0, 1).reshape(num_classes, -1).any(dim=1).long(),  # as long, to stack
+        torch.bincount(anchor_class, minlength=num_classes),
+    ]).tolist()  # one device-to-host copy
     neg_class, neg_row = negatives.t().nonzero().unbind(1)  # class-major, (b, y, x) order within
     neg_flat = pix[neg_row]
     return Selection(
         anchor_flat=anchor_flat,
         anchor_counts=counts[1],
-        member_counts=counts[0],
+        has_low_valid=[bool(n) for n in counts[0]],
         proto_mask=proto_mask.flatten(2),
         neg_flat=neg_flat,
         neg_class=neg_class,
