@@ -98,6 +98,35 @@ def timed_contrastive(variant, bank, rep, rep_t, pred_t, label_l, pseudo, entrop
     return time.perf_counter() - start, res
 
 
+def time_reference(repeats, rep, rep_t, pred_t, label_l, pseudo, entropy_u, alpha, g) -> float:
+    """Best time of the literal official-style reference on the same inputs (banks as CPU lists)."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from method_reference import official_contrastive_reference, official_inputs
+
+    cfg = MethodConfig()
+    caps = [cfg.bank_size_class0] + [cfg.bank_size] * (NUM_CLASSES - 1)
+    bank = [[torch.randn(cap, DIM, generator=g)] for cap in caps]
+    prob = torch.softmax(pred_t, 1)
+    times = []
+    for _ in range(repeats):
+        leaf = rep.detach().clone().requires_grad_(True)
+        start = time.perf_counter()
+        onehot_l, onehot_u, low, high = official_inputs(label_l, pseudo, entropy_u, alpha, NUM_CLASSES, tuple(rep.shape[-2:]))
+        _, loss, _ = official_contrastive_reference(
+            leaf, onehot_l, onehot_u, prob[:BATCH], prob[BATCH:], low, high, bank, caps, rep_t,
+            low_rank=cfg.low_rank, high_rank=cfg.high_rank, anchor_threshold=cfg.anchor_threshold,
+            negative_threshold=cfg.negative_threshold, num_queries=cfg.num_queries,
+            num_negatives=cfg.num_negatives, temperature=cfg.temperature,
+            sampler=lambda high_, count: torch.randint(high_, (count,), generator=g),
+        )
+        loss.backward()
+        times.append(time.perf_counter() - start)
+    return round(min(times), 4)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--backbone", default="resnet101_deep")
@@ -105,6 +134,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5, help="repeats of the U2PL-specific parts (best is reported)")
     parser.add_argument("--logit-scale", type=float, default=8.0, help="classifier output scale (confidence)")
+    parser.add_argument("--with-reference", action="store_true",
+                        help="also time tests/method_reference.py (the official algorithm written literally: "
+                             "per-class cat queues, a bank clone per read) on the step's outputs")
     args = parser.parse_args()
     load_start = os.getloadavg()[0]
     torch.set_num_threads(args.threads)
@@ -206,6 +238,10 @@ def main() -> None:
     contra_s, paper_s, worst_s = best["contrastive"], best["contrastive_paper"], best["contrastive_all21"]
     extra = best["strong_aug"] + best["entropy_thresholds"] + contra_s
 
+    reference_s = None
+    if args.with_reference:
+        reference_s = time_reference(args.repeats, rep, out_t["rep"], pred_t, label_l, pseudo, entropy_u, alpha, g)
+
     result = {
         "step_s": round(step_s, 4),
         "u2pl_extra_s": round(extra, 4),
@@ -218,6 +254,7 @@ def main() -> None:
         "contrastive_paper_s": round(paper_s, 4),
         "contrastive_paper_terms": res_paper.terms,
         "contrastive_paper_new_keys": res_paper.new_keys,
+        "reference_contrastive_s": reference_s,
         "u2pl_parts_best_s": {k: round(v, 4) for k, v in sorted(best.items())},
         "u2pl_parts_median_s": {k: round(v, 4) for k, v in sorted(median.items())},
         "step_phases_s": {k: round(v, 4) for k, v in sorted(per_step.items())},
