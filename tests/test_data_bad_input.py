@@ -173,3 +173,13 @@ def test_wrong_credentials_are_a_clear_error(s3_env, tmp_path, monkeypatch):
     with pytest.raises(DataError) as err:
         load_dataset_info(cfg_for(root).data)
     assert "access denied" in str(err.value) and "s3://bad-input/d/manifest.json" in str(err.value)
+
+
+def test_cpu_budget_refuses_reservations_that_would_hang_the_stream():
+    from u2pl_ray.data.stream import check_cpu_budget
+
+    data = load_config(None, ["data.ray_task_cpus=0.5"]).data
+    check_cpu_budget(data, 2, 0.5, 2)  # 1 CPU left: fine
+    check_cpu_budget(data, 0, 1.0, 2)  # the loop in the driver reserves nothing
+    with pytest.raises(DataError, match=r"2 training worker\(s\) x 1 CPU leave 0 of 2 CPUs.*data.ray_task_cpus=0.5"):
+        check_cpu_budget(data, 2, 1.0, 2)

@@ -102,3 +102,27 @@ def test_unreachable_endpoint_fails_fast_with_a_clear_error(s3_env):
         write_bytes_atomic(f"s3://fs-test/x?endpoint_override=127.0.0.1:{port}&scheme=http&max_attempts=2", b"x")
     assert time.monotonic() - started < 20  # bounded retries
     assert "endpoint unreachable" in str(info.value) and f"127.0.0.1:{port}" in str(info.value)
+
+
+def test_fsspec_protocols_go_through_pyarrow():
+    uri = "memory://u2pl-fs-test/dir/f.txt"
+    write_text_atomic(uri, "via fsspec")
+    assert read_text(uri) == "via fsspec" and exists(uri)
+    fs, path = resolve_filesystem(uri)
+    assert isinstance(fs, pafs.PyFileSystem) and path == "u2pl-fs-test/dir/f.txt"
+    with pytest.raises(DataError, match="no filesystem for nosuchproto://"):
+        resolve_filesystem("nosuchproto://x/y")
+
+
+@pytest.mark.s3
+def test_server_stop_and_start_keep_the_same_endpoint_and_data(s3_env):
+    s3_env.make_bucket("fs-restart")
+    uri = s3_env.uri("fs-restart", "kept.txt")
+    write_text_atomic(uri, "still here")
+    endpoint = s3_env.endpoint
+    s3_env.stop(grace_s=2)
+    assert not s3_env.running
+    with pytest.raises(DataError, match="endpoint unreachable"):
+        read_text(uri + "&max_attempts=1")
+    s3_env.start()
+    assert s3_env.endpoint == endpoint and read_text(uri) == "still here"

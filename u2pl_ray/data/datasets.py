@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from typing import Any, Sequence
 
+from u2pl_ray.data.errors import DataError
 from u2pl_ray.data.info import DatasetInfo, labeled_repeats
 from u2pl_ray.data.plan import STREAM_LABELED, STREAM_UNLABELED, Segment
 from u2pl_ray.data.readtask import read_segments
@@ -32,6 +33,17 @@ def train_dataset_config(cfg) -> Any:
     from ray.train import DataConfig as RayDataConfig
 
     return RayDataConfig(datasets_to_split=[] if cfg.deterministic else "all")
+
+
+def check_cpu_budget(cfg, num_workers: int, cpus_per_worker: float, cluster_cpus: float) -> None:
+    """DataError when the training workers' CPU reservations leave none for a Ray Data task: the stream
+    would wait forever (ray-notes: two 1-CPU workers on a 2-CPU machine hang)."""
+    left = float(cluster_cpus) - max(0, int(num_workers)) * float(cpus_per_worker)
+    if left + 1e-9 < cfg.ray_task_cpus:
+        raise DataError(
+            f"{num_workers} training worker(s) x {cpus_per_worker:g} CPU leave {max(left, 0):g} of {cluster_cpus:g} "
+            f"CPUs, less than one Ray Data task needs (data.ray_task_cpus={cfg.ray_task_cpus:g}): the data stream "
+            "would wait forever. Lower scaling.cpus_per_worker (e.g. 0.5 on a 2-core machine) or data.ray_task_cpus")
 
 
 def build_train_datasets(cfg, info: DatasetInfo, mode: str = "u2pl") -> dict[str, Any]:

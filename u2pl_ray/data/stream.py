@@ -29,6 +29,7 @@ import torch
 from u2pl_ray.data.datasets import (
     ROLE_STREAM,
     build_train_datasets,
+    check_cpu_budget,
     plan_dataset,
     train_dataset_config,
 )
@@ -40,7 +41,7 @@ from u2pl_ray.data.rows import RowSpec
 from u2pl_ray.data.val import iter_val_samples
 
 __all__ = [
-    "Batch", "TrainStream", "build_train_datasets", "iter_val_samples", "iters_per_epoch", "load_dataset_info",
+    "Batch", "TrainStream", "build_train_datasets", "check_cpu_budget", "iter_val_samples", "iters_per_epoch", "load_dataset_info",
     "train_dataset_config",
 ]
 

@@ -25,7 +25,7 @@ from u2pl_ray.data.synthetic.backgrounds import Backgrounds
 from u2pl_ray.data.synthetic.objects import ObjectSource, fashion_mnist_available, object_source
 from u2pl_ray.data.writer import DatasetWriter, fraction_name, nested_labeled_sets
 
-GENERATOR_VERSION = 1  # bump when the images a config produces change
+GENERATOR_VERSION = 2  # bump when the images a config produces change
 JPEG_QUALITY = 95
 
 
@@ -56,7 +56,7 @@ def render_image(index: int, train: bool, cfg: Any, objects: ObjectSource,
     num_classes = len(objects.class_names)
     for _ in range(int(rng.integers(1, int(cfg.max_objects) + 1))):
         cls = int(rng.integers(num_classes))
-        side = max(8, int(size * rng.uniform(0.3, 0.65)))
+        side = max(8, int(size * rng.uniform(0.35, 0.8)))
         alpha, texture = objects.draw(cls, side, rng)
         top = int(rng.integers(-side // 4, size - (3 * side) // 4))
         left = int(rng.integers(-side // 4, size - (3 * side) // 4))
