@@ -13,6 +13,7 @@ import logging
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -52,15 +53,24 @@ def resolve_run(args: argparse.Namespace) -> tuple[Config, str, Storage]:
         import yaml
 
         data = apply_overrides(yaml.safe_load(saved.read_text()), args.overrides)
-        name = run.uri.rstrip("/").rsplit("/", 1)[1]
+        name = run.name
         data.setdefault("storage", {})
         data["storage"]["name"] = name
-        data["storage"]["path"] = run.uri.rstrip("/").rsplit("/", 1)[0]
+        data["storage"]["path"] = _parent_uri(run.uri)
         cfg = build_config(data, f"{saved.uri} with --set {' '.join(args.overrides)}")
     else:
         cfg = load_config(args.config or DEFAULT_CONFIG, args.overrides)
         name = run_name(cfg)
     return cfg, name, resolve_storage(cfg.storage.path)
+
+
+def _parent_uri(uri: str) -> str:
+    """The folder holding `uri`, keeping its client options (an S3 endpoint, say)."""
+    from u2pl_ray.data.fs import split_query
+
+    location, query = split_query(uri)
+    parent = location.rstrip("/").rsplit("/", 1)[0]
+    return f"{parent}?{query}" if query else parent
 
 
 def git_revision() -> str | None:
@@ -187,12 +197,14 @@ def run_training(cfg: Config, name: str, storage: Storage, *, config_path: str |
     print(f"run {name}: {cfg.schedule.epochs} epochs x {iters} iterations on {world} worker(s); "
           f"storage {run.uri}", flush=True)
     board = ProgressBoard.remote()
-    tb_dir = Path(run.path) / "tensorboard" if run.is_local else None
-    printer = ProgressPrinter(cfg.schedule.epochs, tensorboard_dir=tb_dir)
+    # TensorBoard writes local files; for object storage they are staged here and uploaded at the end.
+    tb_dir = Path(run.path) / "tensorboard" if run.is_local else Path(tempfile.mkdtemp(prefix="u2pl-tb-"))
+    printer = ProgressPrinter(cfg.schedule.epochs, tensorboard_dir=tb_dir if cfg.tensorboard else None)
     trainer = build_trainer(cfg, name=name, storage=storage, dataset_info=info, iters_per_epoch=iters,
                             datasets=build_train_datasets(cfg.data, info, mode=cfg.method.mode), board=board)
     result, error = fit_with_progress(trainer, board, printer)
     wall = time.monotonic() - started
+    finish_artefacts(run, tb_dir if cfg.tensorboard else None)
     if error is not None:
         print(f"error: training failed: {error}", file=sys.stderr)
         print(f"resume with: python -m u2pl_ray.train --resume {run.uri}", file=sys.stderr)
@@ -203,6 +215,23 @@ def run_training(cfg: Config, name: str, storage: Storage, *, config_path: str |
     _print_summary(summary, run.join("summary.json").uri)
     ray.kill(board)
     return 0
+
+
+def finish_artefacts(run: Storage, tb_dir: Path | None) -> None:
+    """TensorBoard files to object storage, and the training curves as PNGs; neither may fail a run."""
+    import pyarrow.fs as pafs
+
+    try:
+        if tb_dir is not None and not run.is_local and tb_dir.exists():
+            target = run.join("tensorboard")
+            run.fs.create_dir(target.path, recursive=True)
+            pafs.copy_files(str(tb_dir), target.path, source_filesystem=pafs.LocalFileSystem(),
+                            destination_filesystem=run.fs)
+        from u2pl_ray.viz import write_run_curves
+
+        write_run_curves(run.uri)
+    except Exception as exc:  # noqa: BLE001 - artefacts are a courtesy; the checkpoints are what count
+        log.warning("could not write the run's curves or TensorBoard files: %s", exc)
 
 
 def _print_summary(summary: dict[str, Any], path: str) -> None:

@@ -138,6 +138,7 @@ class MethodConfig(Section):
 
 
 class OptimConfig(Section):
+    kind: Literal["sgd", "adamw"] = Field("sgd", description="sgd = official; adamw converges faster at CPU scale")
     lr: float = Field(0.001, gt=0, description="backbone learning rate")
     head_lr_mult: float = Field(10.0, gt=0, description="decoder/aux lr = lr x this")
     momentum: float = Field(0.9, ge=0, lt=1)

@@ -37,21 +37,28 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
 
 @dataclass
 class Storage:
-    """Where a run's checkpoints and artefacts go: `uri` for people, (`fs`, `path`) for pyarrow."""
+    """Where a run's checkpoints and artefacts go: `uri` (with its client options, e.g. an S3
+    endpoint) for people and for u2pl_ray.data.fs, (`fs`, `path`) for pyarrow and Ray."""
 
     uri: str
     fs: pafs.FileSystem
     path: str
 
     def join(self, *parts: str) -> "Storage":
-        sep = "/" if not self.path.endswith("/") else ""
-        tail = "/".join(parts)
-        return Storage(f"{self.uri.rstrip('/')}/{tail}", self.fs, f"{self.path}{sep}{tail}")
+        from u2pl_ray.data.fs import join_uri
+
+        tail = "/".join(p.strip("/") for p in parts)
+        return Storage(join_uri(self.uri, *parts), self.fs, f"{self.path.rstrip('/')}/{tail}")
+
+    @property
+    def name(self) -> str:
+        return self.path.rstrip("/").rsplit("/", 1)[-1]
 
     def write_text(self, text: str) -> None:
+        from u2pl_ray.data.fs import fs_write_atomic
+
         self.fs.create_dir(self.path.rsplit("/", 1)[0], recursive=True)
-        with self.fs.open_output_stream(self.path) as out:
-            out.write(text.encode())
+        fs_write_atomic(self.fs, self.path, text.encode(), self.uri)
 
     def read_text(self) -> str:
         with self.fs.open_input_stream(self.path) as src:
@@ -66,13 +73,11 @@ class Storage:
 
 
 def resolve_storage(uri: str) -> Storage:
-    if "://" in uri and not uri.startswith("file://"):
-        from u2pl_ray.data.fs import resolve_filesystem
+    from u2pl_ray.data.fs import is_local, resolve_filesystem
 
-        fs, path = resolve_filesystem(uri)
-        return Storage(uri.split("?", 1)[0], fs, path.rstrip("/"))
-    local = Path(uri.removeprefix("file://")).expanduser().resolve()
-    return Storage(str(local), pafs.LocalFileSystem(), str(local))
+    fs, path = resolve_filesystem(uri)
+    shown = path if is_local(uri) else uri.rstrip("/")
+    return Storage(shown, fs, path.rstrip("/") or path)
 
 
 def run_name(cfg: Config) -> str:
@@ -110,12 +115,15 @@ def build_trainer(
         failure_config=FailureConfig(max_failures=cfg.max_failures),
         checkpoint_config=CheckpointConfig(num_to_keep=cfg.storage.keep_checkpoints),
         callbacks=[RunCallback(board), *(callbacks or [])],
+        # Spinning OpenMP threads slow small ops ~10x on CPUs shared with Ray Data tasks.
+        worker_runtime_env=None if sc.use_gpu else {"env_vars": {"OMP_WAIT_POLICY": "PASSIVE"}},
     )
     loop_config = {
         "config": config_to_dict(cfg),
         "dataset_info": dataset_info,
         "iters_per_epoch": iters_per_epoch,
         "board": board,
+        "run_uri": storage.join(name).uri,
     }
     return TorchTrainer(
         train_loop_per_worker,

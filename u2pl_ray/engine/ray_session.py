@@ -88,5 +88,6 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     logging.basicConfig(level=os.environ.get("U2PL_LOG_LEVEL", "INFO"), format="%(levelname)s %(name)s: %(message)s")
     cfg = build_config(loop_config["config"], source="run config")
     session = RaySession(loop_config.get("board"))
-    runner = Runner(cfg, session, loop_config["dataset_info"], loop_config["iters_per_epoch"])
+    runner = Runner(cfg, session, loop_config["dataset_info"], loop_config["iters_per_epoch"],
+                    run_uri=loop_config.get("run_uri"))
     runner.run()

@@ -47,8 +47,10 @@ class Progress:
 
 
 class Runner:
-    def __init__(self, cfg: Config, session: Session, dataset_info: Any, iters_per_epoch: int):
+    def __init__(self, cfg: Config, session: Session, dataset_info: Any, iters_per_epoch: int,
+                 run_uri: str | None = None):
         self.cfg = cfg
+        self.run_uri = run_uri  # where rank 0 writes pictures; None = nowhere
         self.session = session
         self.info = dataset_info
         self.iters_per_epoch = iters_per_epoch
@@ -61,6 +63,7 @@ class Runner:
         self._run_start = time.perf_counter()
         self._images_seen = 0
         self._last_checkpoint_iteration = -1
+        self._picture_samples: list | None = None
         self.stopping = False
 
     # ---- setup --------------------------------------------------------------------------------
@@ -208,6 +211,7 @@ class Runner:
         metrics.update(val)
         if val:
             prog.validations += 1
+            self.maybe_draw_pictures()
             if val["val/miou"] > prog.best_miou:
                 prog.best_miou, prog.best_iteration = val["val/miou"], prog.iteration
             prog.history.append({"iteration": prog.iteration, "epoch": prog.epoch, **val})
@@ -218,6 +222,25 @@ class Runner:
         )
         self.checkpoint(metrics, name=f"checkpoint_{prog.iteration:08d}")
         self.window.reset()
+
+    def maybe_draw_pictures(self) -> None:
+        """Rank 0 draws the pseudo-label grid every `eval.images_every` validations."""
+        every = self.cfg.eval.images_every
+        if not (self.is_rank0 and self.run_uri and every and self.progress.validations % every == 0):
+            return
+        from u2pl_ray.method import drop_percent
+        from u2pl_ray.viz import first_val_samples, write_pseudo_label_grid
+
+        assert self.c is not None
+        if self._picture_samples is None:
+            self._picture_samples = first_val_samples(self.cfg, self.info, 3)
+        teacher = self.c.teacher if self.progress.epoch > self.cfg.method.sup_only_epochs else None
+        percent = drop_percent(self.progress.epoch, self.cfg.schedule.epochs, self.cfg.method.drop_percent)
+        try:
+            write_pseudo_label_grid(self.run_uri, self.progress.iteration, self.c.unwrapped_student, teacher,
+                                    self._picture_samples, percent, self.cfg, classes=self.c.classes)
+        except OSError as exc:  # a picture is not worth a failed run
+            log.warning("could not write the pseudo-label picture: %s", exc)
 
     def checkpoint(self, metrics: dict[str, Any], name: str | None) -> None:
         assert self.c is not None

@@ -92,6 +92,8 @@ def build_optimizer(cfg: Config, model: nn.Module) -> torch.optim.Optimizer:
         {"params": list(head), "lr": cfg.optim.lr * cfg.optim.head_lr_mult,
          "initial_lr": cfg.optim.lr * cfg.optim.head_lr_mult},
     ]
+    if cfg.optim.kind == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
     return torch.optim.SGD(
         groups, lr=cfg.optim.lr, momentum=cfg.optim.momentum,
         weight_decay=cfg.optim.weight_decay, nesterov=cfg.optim.nesterov,
