@@ -11,3 +11,6 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
 # OpenMP threads that spin while waiting make small ops ~10x slower on a loaded 2-core machine.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+# One SeaweedFS server for the whole session (test modules use the fixtures, they do not import them).
+from tests.fixtures_s3 import s3_env, s3_server  # noqa: E402,F401

@@ -22,6 +22,8 @@ from typing import Any, Sequence
 from u2pl_ray import __version__
 from u2pl_ray.config import Config, ConfigError, build_config, load_config, read_config_tree
 from u2pl_ray.config.loader import apply_overrides
+from u2pl_ray.data.errors import DataError
+from u2pl_ray.engine.checkpoint import CheckpointError
 from u2pl_ray.engine.launch import Storage, init_ray, resolve_storage, run_name, write_run_config
 
 log = logging.getLogger("u2pl_ray.train")
@@ -176,7 +178,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    return run_training(cfg, name, storage, config_path=args.config or str(DEFAULT_CONFIG), address=args.address)
+    try:
+        return run_training(cfg, name, storage, config_path=args.config or str(DEFAULT_CONFIG), address=args.address)
+    except (DataError, CheckpointError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 def run_training(cfg: Config, name: str, storage: Storage, *, config_path: str | None = None,
@@ -189,7 +195,11 @@ def run_training(cfg: Config, name: str, storage: Storage, *, config_path: str |
 
     started = time.monotonic()
     info = load_dataset_info(cfg.data)
-    init_ray(address)
+    if init_ray(address):
+        from u2pl_ray.data.stream import check_cpu_budget
+
+        check_cpu_budget(cfg.data, cfg.scaling.num_workers, cfg.scaling.cpus_per_worker,
+                         ray.cluster_resources().get("CPU", 0))
     world = max(1, cfg.scaling.num_workers)
     iters = cfg.schedule.iters_per_epoch or iters_per_epoch(info, cfg.data, world, mode=cfg.method.mode)
     run = storage.join(name)

@@ -16,7 +16,7 @@ from u2pl_ray.config import Config, config_to_dict, dump_config
 log = logging.getLogger(__name__)
 
 
-def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
+def init_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
     """Attach to the Ray cluster of a submitted job or a `ray start` node, else start one in-process.
 
     `ray.init()` without an address attaches to a running local cluster if there is one and
@@ -25,7 +25,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     import ray
 
     if ray.is_initialized():
-        return
+        return _single_node()
     kwargs: dict[str, Any] = {"log_to_driver": True}
     if address:
         kwargs["address"] = address
@@ -33,6 +33,15 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         kwargs["num_cpus"] = num_cpus
     os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
     ray.init(**kwargs)
+    return _single_node()
+
+
+def _single_node() -> bool:
+    """True on a one-node cluster (a laptop, CI): there the CPU budget can be checked up front; a
+    cluster that autoscales adds nodes later."""
+    import ray
+
+    return len([n for n in ray.nodes() if n.get("Alive")]) == 1
 
 
 @dataclass

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 from pathlib import Path
 from typing import Any, TypeVar
@@ -34,11 +35,26 @@ def _split_method_state(state: dict[str, Any]) -> tuple[dict[str, Any], dict[str
     return shared, own
 
 
+def bank_digest(method_state: dict[str, Any]) -> str | None:
+    """sha256 over the memory bank's rows in logical order: equal on every rank when the all-gather
+    kept the banks identical (each rank stores its digest; tests and `verify_banks` compare them)."""
+    bank = method_state.get("memory_bank")
+    if not bank:
+        return None
+    digest = hashlib.sha256()
+    for rows in bank["rows"]:
+        digest.update(str(tuple(rows.shape)).encode())
+        digest.update(rows.contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
 def save_state(directory: Path, c: Any, progress: Any, rank: int, cfg: Config, metrics: dict, faults: Any) -> None:
     paths = CheckpointPaths(directory)
-    method_shared, method_own = _split_method_state(c.step.state_dict())
+    method_state = c.step.state_dict()
+    method_shared, method_own = _split_method_state(method_state)
     stream_state = c.stream.state_dict() if hasattr(c.stream, "state_dict") else {}
-    save_torch({"rng": capture_rng(), "method": method_own, "stream": stream_state}, paths.rank(rank))
+    save_torch({"rng": capture_rng(), "method": method_own, "stream": stream_state,
+                "bank_sha256": bank_digest(method_state)}, paths.rank(rank))
     if rank != 0:
         return
     shared = {

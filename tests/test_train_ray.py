@@ -1,0 +1,70 @@
+"""End-to-end training on a real local Ray: two CPU workers, S3 storage, stop and resume."""
+
+from __future__ import annotations
+
+import pytest
+
+from train_support import (
+    assert_same_state,
+    checkpoint_names,
+    fetched,
+    load_checkpoint,
+    local_ray,
+    read_json,
+    run_folder,
+    train,
+)
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("synthetic-cache"))
+
+
+@pytest.mark.s3
+@pytest.mark.timeout(420)
+def test_two_workers_train_u2pl_with_identical_banks_on_s3(s3_env, cache_dir):
+    s3_server = s3_env
+    s3_server.make_bucket("runs")
+    storage = s3_server.uri("runs", "train")
+    with local_ray(s3_server.env()):
+        rc = train(f"--set=storage.path={storage}", "--set=storage.name=two", "--set=method.sup_only_epochs=0",
+                   f"--set=data.cache_dir={cache_dir}", "--set=eval.images_every=1")
+    assert rc == 0
+    fs, run = run_folder(storage, "two")
+    summary = read_json(fs, f"{run}/summary.json")
+    assert summary["iterations"] == 8
+    assert 0.0 <= summary["best_miou"] <= 1.0 and summary["teacher"]["last_miou"] is not None
+    assert summary["run_dir"].startswith("s3://runs/train/two")
+    names = checkpoint_names(fs, run)
+    assert names == ["checkpoint_00000004", "checkpoint_00000008"]
+    with fetched(fs, f"{run}/{names[-1]}") as directory:
+        ckpt = load_checkpoint(directory)
+    digests = {ckpt["rank_0"]["bank_sha256"], ckpt["rank_1"]["bank_sha256"]}
+    assert len(digests) == 1 and None not in digests, "both ranks hold the same memory bank"
+    bank = ckpt["state"]["method"]["memory_bank"]
+    assert sum(bank["counts"]) > 0, "the all-gathered negatives reached the bank"
+    # the artefacts of a run stored in S3
+    assert read_json(fs, f"{run}/best.json")["checkpoint"].startswith("best_")
+    for artefact in ("config.yaml", "plots/curves.png", "images/val_00000004.png"):
+        assert fs.get_file_info(f"{run}/{artefact}").is_file, artefact
+    assert any(i.is_file for i in fs.get_file_info(__import__("pyarrow.fs").fs.FileSelector(f"{run}/tensorboard", recursive=True)))
+
+
+@pytest.mark.timeout(600)
+def test_stop_and_resume_reproduces_an_uninterrupted_run(tmp_path, cache_dir):
+    common = [f"--set=storage.path={tmp_path}", f"--set=data.cache_dir={cache_dir}", "--set=data.deterministic=true",
+              "--set=storage.checkpoint_every_iters=3", "--set=eval.every_epochs=0", "--set=method.sup_only_epochs=1"]
+    with local_ray():
+        assert train(*common, "--set=storage.name=straight") == 0
+        # the same run, failing at iteration 5 (after the checkpoint of iteration 3)...
+        assert train(*common, "--set=storage.name=broken", "--set=fault.fail_at_iter=5") == 1
+        fs, broken = run_folder(str(tmp_path), "broken")
+        assert checkpoint_names(fs, broken)[-1] == "checkpoint_00000003"
+        # ...then resumed without the fault
+        assert train(f"--resume={broken}", "--set=fault.fail_at_iter=null") == 0
+    fs, straight = run_folder(str(tmp_path), "straight")
+    with fetched(fs, f"{straight}/checkpoint_00000008") as a, fetched(fs, f"{broken}/checkpoint_00000008") as b:
+        assert_same_state(load_checkpoint(a), load_checkpoint(b))
