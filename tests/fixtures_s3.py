@@ -1,6 +1,6 @@
 """A real S3 server for tests and benchmarks: SeaweedFS (`weed server -s3`) on 127.0.0.1 with free ports.
 
-    from tests.fixtures_s3 import s3_server          # the session fixture
+    s3_server (session fixture; tests/conftest.py imports it), s3_env (its credentials in os.environ)
     server.endpoint / access_key / secret_key / env() / uri(bucket, prefix) / make_bucket(name)
     server.stop(); server.start()                    # the same server again: same folder, same ports
 
@@ -35,7 +35,7 @@ def weed_binary() -> str | None:
     return shutil.which("weed")
 
 
-def _free_ports(count: int) -> list[int]:
+def free_ports(count: int) -> list[int]:
     socks, ports = [], []
     try:
         for _ in range(count):
@@ -62,7 +62,7 @@ class SeaweedServer:
         self.dir = Path(workdir or tempfile.mkdtemp(prefix="u2pl-seaweed-"))
         self.dir.mkdir(parents=True, exist_ok=True)
         self.access_key, self.secret_key = access_key, secret_key
-        self.ports = dict(zip(_PORT_NAMES, _free_ports(len(_PORT_NAMES))))
+        self.ports = dict(zip(_PORT_NAMES, free_ports(len(_PORT_NAMES))))
         self.log_path = self.dir / log_name
         self.proc: subprocess.Popen | None = None
         self._write_identity()

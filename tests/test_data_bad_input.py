@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from fixtures_s3 import _free_ports, s3_env, s3_server  # noqa: F401  (fixtures)
+from fixtures_s3 import free_ports
 from u2pl_ray.config import load_config
 from u2pl_ray.data.codec import encode_jpeg, encode_png
 from u2pl_ray.data.datasets import role_columns
@@ -72,8 +72,9 @@ def stream_items(cfg, info, decode: str):
     cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"decode": decode})})
     spec = RowSpec.from_config(cfg.data, info.num_classes, seed=0, labeled=True)
     segments = [json.dumps({"paths": [s.path], "rows": [s.rows]}) for s in info.labeled.shards]
-    batches = (read_segments({"segment": np.array([seg], dtype=object)}, info.root, role_columns("labeled"),
-                              spec if decode == "ray" else None, 0, 0) for seg in segments)
+    batches = (out for seg in segments
+               for out in read_segments({"segment": np.array([seg], dtype=object)}, info.root,
+                                        role_columns("labeled"), spec if decode == "ray" else None, 0, 0))
     batches = (b if isinstance(b, dict) else {c: b.column(c).to_numpy(zero_copy_only=False) for c in b.column_names}
                for b in batches)
     counters = Counters()
@@ -152,7 +153,7 @@ def test_empty_and_unknown_splits(tmp_path):
 
 @pytest.mark.s3
 def test_unreachable_endpoint_is_a_bounded_clear_error(s3_env):
-    port = _free_ports(1)[0]
+    port = free_ports(1)[0]
     root = f"s3://data/set?endpoint_override=127.0.0.1:{port}&scheme=http&max_attempts=2"
     started = time.monotonic()
     with pytest.raises(DataError) as err:

@@ -6,7 +6,6 @@ import time
 import pyarrow.fs as pafs
 import pytest
 
-from fixtures_s3 import s3_env, s3_server  # noqa: F401  (fixtures)
 from u2pl_ray.data.errors import DataError
 from u2pl_ray.data.fs import (
     exists,
@@ -94,9 +93,9 @@ def test_s3_wrong_credentials_name_the_uri_and_the_cause(s3_env, monkeypatch):
 
 @pytest.mark.s3
 def test_unreachable_endpoint_fails_fast_with_a_clear_error(s3_env):
-    from fixtures_s3 import _free_ports
+    from fixtures_s3 import free_ports
 
-    port = _free_ports(1)[0]  # nothing listens there
+    port = free_ports(1)[0]  # nothing listens there
     started = time.monotonic()
     with pytest.raises(DataError) as info:
         write_bytes_atomic(f"s3://fs-test/x?endpoint_override=127.0.0.1:{port}&scheme=http&max_attempts=2", b"x")

@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fixtures_s3 import s3_server  # noqa: F401  (fixture)
 from u2pl_ray.config import load_config
 from u2pl_ray.data.codec import encode_png
 from u2pl_ray.data.convert import main as convert_main
@@ -34,18 +33,18 @@ def ray_s3(s3_server, tmp_path_factory):
     """A local Ray cluster whose workers see the S3 server's credentials, and a synthetic set on it."""
     import ray
 
-    saved = {k: os.environ.get(k) for k in s3_server.env()}
-    os.environ.update(s3_server.env())
+    # Workers inherit this process's environment at ray.init: the S3 credentials, and the tests folder
+    # on PYTHONPATH (they import the train loop below from this module).
+    paths = [str(Path(__file__).parent), *filter(None, [os.environ.get("PYTHONPATH")])]
+    env = {**s3_server.env(), "PYTHONPATH": os.pathsep.join(paths)}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
     s3_server.make_bucket("stream-test")
     root = s3_server.uri("stream-test", "synthetic")
     assert convert_main(["synthetic", "--out", root, "--num-train", "96", "--num-val", "8", "--image-size", "40",
                          "--labeled-fractions", SPLIT, "--object-source", "procedural", "--shard-rows", "16",
                          "--overwrite"]) == 0
-    # Workers import this module (the train loop below) from the tests folder.
-    paths = [str(Path(__file__).parent), *filter(None, [os.environ.get("PYTHONPATH")])]
-    env = {**s3_server.env(), "PYTHONPATH": os.pathsep.join(paths)}
-    ray.init(address="local", num_cpus=2, object_store_memory=1 << 30, runtime_env={"env_vars": env},
-             log_to_driver=False)
+    ray.init(address="local", num_cpus=2, object_store_memory=1 << 30, log_to_driver=False)
     try:
         yield root, tmp_path_factory.mktemp("stream")
     finally:
@@ -70,73 +69,80 @@ def digest(batch) -> str:
 
 
 def _loop(loop_config):
-    """Runs in each Ray Train worker: two epochs (non-deterministic) or a resume check (deterministic)."""
+    """Runs in each Ray Train worker: two epochs of the default stream (split by Ray Train, decoded in
+    the worker), then the deterministic stream (decoded in Ray tasks): again, and resumed mid-epoch."""
     import ray.train
 
     from u2pl_ray.config import build_config
 
-    cfg = build_config(loop_config["config"])
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
 
-    def stream():
+    def stream(cfg):
         return TrainStream(cfg.data, labeled=ray.train.get_dataset_shard("labeled"),
                            unlabeled=ray.train.get_dataset_shard("unlabeled"), rank=rank, world_size=world,
                            seed=cfg.seed, iters_per_epoch=loop_config["n"], info=loop_config["info"])
 
     out = {"rank": rank}
-    s = stream()
-    if not cfg.data.deterministic:
-        for epoch in range(2):
-            batches = list(s.epoch(epoch))
-            b = batches[0]
-            out[f"epoch{epoch}"] = {
-                "count": len(batches), "ids_l": [i for x in batches for i in x.ids_l],
-                "ids_u": [i for x in batches for i in x.ids_u],
-                "shapes": [list(b.image_l.shape), list(b.label_l.shape), list(b.image_u.shape)],
-                "dtypes": [str(b.image_l.dtype), str(b.label_l.dtype), str(b.image_u.dtype)],
-                "labels": sorted(set(np.unique(np.concatenate([x.label_l.numpy().ravel() for x in batches])).tolist())),
-            }
-    else:
-        k = 2
-        hashes, saved = [], None
-        for i, batch in enumerate(s.epoch(1)):
-            hashes.append(digest(batch))
-            if i == k - 1:
-                saved = s.state_dict()
-        resumed = stream()
-        resumed.load_state_dict(saved)
-        out["full"] = hashes
-        out["resumed"] = [digest(b) for b in resumed.epoch(1, start=k)]
-        out["again"] = [digest(b) for b in stream().epoch(1)]
-        out["ids_u"] = [i for b in stream().epoch(1) for i in b.ids_u]
-    out["counters"] = s.counters()
+    plain = stream(build_config(loop_config["plain"]))
+    for epoch in range(2):
+        batches = list(plain.epoch(epoch))
+        b = batches[0]
+        out[f"epoch{epoch}"] = {
+            "count": len(batches), "ids_l": [i for x in batches for i in x.ids_l],
+            "ids_u": [i for x in batches for i in x.ids_u],
+            "shapes": [list(b.image_l.shape), list(b.label_l.shape), list(b.image_u.shape)],
+            "dtypes": [str(b.image_l.dtype), str(b.label_l.dtype), str(b.image_u.dtype)],
+            "labels": sorted(set(np.unique(np.concatenate([x.label_l.numpy().ravel() for x in batches])).tolist())),
+        }
+    out["counters"] = plain.counters()
+
+    det_cfg = build_config(loop_config["deterministic"])
+    det = stream(det_cfg)
+    k = 2
+    hashes, saved = [], None
+    for i, batch in enumerate(det.epoch(1)):
+        hashes.append(digest(batch))
+        if i == k - 1:
+            saved = det.state_dict()
+    resumed = stream(det_cfg)  # a restarted worker: fresh stream, saved position
+    resumed.load_state_dict(saved)
+    out["full"] = hashes
+    out["resumed"] = [digest(b) for b in resumed.epoch(1, start=k)]
+    again = list(stream(det_cfg).epoch(1))
+    out["again"] = [digest(b) for b in again]
+    out["det_ids_u"] = [i for b in again for i in b.ids_u]
     Path(loop_config["out"], f"rank{rank}.json").write_text(json.dumps(out))
 
 
-def fit(cfg, out_dir: Path, name: str):
+@pytest.fixture(scope="module")
+def two_workers(ray_s3):
+    """One TorchTrainer run with 2 CPU workers (0.5 CPU each) over the dataset on S3."""
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     from u2pl_ray.config import config_to_dict
 
-    info = load_dataset_info(cfg.data)
-    n = iters_per_epoch(info, cfg.data, 2)
+    root, tmp = ray_s3
+    plain = config(root, "data.decode=worker")
+    deterministic = config(root, "data.deterministic=true", "data.decode=ray")
+    info = load_dataset_info(plain.data)
+    n = iters_per_epoch(info, plain.data, 2)
+    loop_config = {"plain": config_to_dict(plain), "deterministic": config_to_dict(deterministic), "n": n,
+                   "info": info, "out": str(tmp)}
     trainer = TorchTrainer(
-        _loop, train_loop_config={"config": config_to_dict(cfg), "n": n, "info": info, "out": str(out_dir)},
+        _loop, train_loop_config=loop_config,
         scaling_config=ScalingConfig(num_workers=2, resources_per_worker={"CPU": 0.5}),
-        datasets=build_train_datasets(cfg.data, info), dataset_config=train_dataset_config(cfg.data),
-        run_config=RunConfig(name=name, storage_path=str(out_dir / "runs")),
+        datasets=build_train_datasets(plain.data, info), dataset_config=train_dataset_config(plain.data),
+        run_config=RunConfig(name="two-workers", storage_path=str(tmp / "runs")),
     )
     trainer.fit()
-    return info, n, [json.loads((out_dir / f"rank{r}.json").read_text()) for r in range(2)]
+    return info, n, [json.loads((tmp / f"rank{r}.json").read_text()) for r in range(2)]
 
 
-@pytest.mark.timeout(240)
-def test_synthetic_on_s3_streams_to_two_train_workers(ray_s3):
-    root, tmp = ray_s3
-    cfg = config(root, "data.decode=worker")
-    info, n, ranks = fit(cfg, tmp / "plain", "plain")
+@pytest.mark.timeout(300)
+def test_synthetic_on_s3_streams_to_two_train_workers(two_workers):
+    info, n, ranks = two_workers
     assert (info.num_labeled, info.num_unlabeled) == (24, 72) and n == 72 // 2 // 4
     labelled_ids = {f"train-{i:06d}" for i in range(96)}
     for epoch in ("epoch0", "epoch1"):
@@ -154,16 +160,14 @@ def test_synthetic_on_s3_streams_to_two_train_workers(ray_s3):
     assert ranks[0]["counters"]["skipped_bad_samples"] == 0
 
 
-@pytest.mark.timeout(240)
-def test_deterministic_mode_reproduces_epochs_and_resumes_exactly(ray_s3):
-    root, tmp = ray_s3
-    cfg = config(root, "data.deterministic=true", "data.decode=ray")
-    _, n, ranks = fit(cfg, tmp / "det", "det")
+@pytest.mark.timeout(300)
+def test_deterministic_mode_reproduces_epochs_and_resumes_exactly(two_workers):
+    _, n, ranks = two_workers
     for r in ranks:
         assert len(r["full"]) == n
         assert r["again"] == r["full"]  # a function of (seed, epoch, rank)
         assert r["resumed"] == r["full"][2:]  # mid-epoch resume continues the same batches
-    assert not set(ranks[0]["ids_u"]) & set(ranks[1]["ids_u"])
+    assert not set(ranks[0]["det_ids_u"]) & set(ranks[1]["det_ids_u"])
     assert ranks[0]["full"] != ranks[1]["full"]
 
 

@@ -6,7 +6,6 @@ Images and masks stay uint8 from here to the training device (normalisation happ
 from __future__ import annotations
 
 import io
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,10 +28,10 @@ class SampleChecks:
 
 def _as_tensor(data: bytes | memoryview | np.ndarray) -> torch.Tensor:
     if isinstance(data, np.ndarray):
-        return torch.from_numpy(np.ascontiguousarray(data, dtype=np.uint8))
-    with warnings.catch_warnings():  # decode only reads the buffer; a read-only one is fine
-        warnings.simplefilter("ignore", UserWarning)
-        return torch.frombuffer(data, dtype=torch.uint8)
+        return torch.from_numpy(np.array(data, dtype=np.uint8))
+    # A writable copy (cheap next to the decode): torch warns on read-only buffers, and silencing that
+    # with warnings.catch_warnings is not thread-safe (decoding runs in threads).
+    return torch.frombuffer(bytearray(data), dtype=torch.uint8)
 
 
 def decode_rgb(data: bytes, where: str) -> torch.Tensor:

@@ -21,6 +21,9 @@ from u2pl_ray.data.readtask import read_segments
 from u2pl_ray.data.rows import RowSpec
 
 ROLE_STREAM = {"labeled": STREAM_LABELED, "unlabeled": STREAM_UNLABELED}
+# A read task hands rows on in blocks of about this size as it goes (Ray's default, 128 MiB, would hold
+# a whole shard back until its last row is decoded).
+OUTPUT_BLOCK_BYTES = 4 << 20
 
 
 def role_columns(role: str) -> list[str]:
@@ -71,8 +74,10 @@ def _files_dataset(cfg, info: DatasetInfo, role: str, repeats: int) -> Any:
         if cfg.decode == "ray" else None
     kwargs = {"root": info.root, "columns": role_columns(role), "spec": spec, "epoch": None,
               "stream": ROLE_STREAM[role]}
-    return ds.map_batches(read_segments, batch_size=1, batch_format="numpy", fn_kwargs=kwargs,
-                          num_cpus=cfg.ray_task_cpus)
+    ds = ds.map_batches(read_segments, batch_size=1, batch_format="numpy", fn_kwargs=kwargs,
+                        num_cpus=cfg.ray_task_cpus)
+    ds.context.target_max_block_size = OUTPUT_BLOCK_BYTES
+    return ds
 
 
 # --- deterministic: one dataset per worker, epoch and stream -------------------------------------
@@ -93,4 +98,5 @@ def plan_dataset(cfg, info: DatasetInfo, role: str, segments: Sequence[Segment],
     ds = ds.map_batches(read_segments, batch_size=1, batch_format="numpy", fn_kwargs=kwargs,
                         num_cpus=cfg.ray_task_cpus)
     ds.context.execution_options.preserve_order = True  # the plan order is the point
+    ds.context.target_max_block_size = OUTPUT_BLOCK_BYTES
     return ds

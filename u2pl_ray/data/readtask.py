@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import posixpath
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -17,8 +17,11 @@ from u2pl_ray.data.fs import resolve_filesystem, storage_error
 from u2pl_ray.data.shards import shard_where
 
 
-def read_segments(batch: dict[str, np.ndarray], root: str, columns: list[str], spec: Any, epoch: int,
-                   stream: int) -> Any:
+OUTPUT_ROWS = 32
+
+
+def read_segments(batch: dict[str, np.ndarray], root: str, columns: list[str], spec: Any, epoch: int | None,
+                  stream: int) -> Iterator[Any]:
     fs, root_path = resolve_filesystem(root)
     pieces, indices, positions = [], [], []
     offset = 0
@@ -36,16 +39,20 @@ def read_segments(batch: dict[str, np.ndarray], root: str, columns: list[str], s
         else:  # whole shards
             indices.extend(range(starts[0], offset))
     if not pieces:
-        return {"id": np.asarray([], dtype=object)}
+        return
     raw = pa.concat_tables(pieces).take(pa.array(indices, type=pa.int64()))
     if positions:
         raw = raw.append_column("position", pa.array(positions, type=pa.int64()))
-    if spec is None:
-        return raw  # bytes go to the training worker, which decodes them
-    from u2pl_ray.data.rows import decode_rows_to_numpy  # torch: only where decoding runs
+    # Small output blocks: the consumer gets its first rows after OUTPUT_ROWS decodes, not a whole shard's.
+    for start in range(0, raw.num_rows, OUTPUT_ROWS):
+        piece = raw.slice(start, OUTPUT_ROWS)
+        if spec is None:
+            yield piece  # bytes go to the training worker, which decodes them
+            continue
+        from u2pl_ray.data.rows import decode_rows_to_numpy  # torch: only where decoding runs
 
-    out = {name: raw.column(name).to_numpy(zero_copy_only=False) for name in raw.column_names}
-    return decode_rows_to_numpy(out, spec, epoch=epoch, stream=stream, where_column="where")
+        out = {name: piece.column(name).to_numpy(zero_copy_only=False) for name in piece.column_names}
+        yield decode_rows_to_numpy(out, spec, epoch=epoch, stream=stream, where_column="where")
 
 
 def _read_shard(fs: Any, root_path: str, root: str, rel: str, rows: int, columns: list[str]) -> pa.Table:

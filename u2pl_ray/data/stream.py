@@ -68,7 +68,7 @@ class TrainStream:
         self.shards = {"labeled": labeled, "unlabeled": unlabeled}
         # `unlabeled=None` means supervised mode; a split without unlabelled images behaves the same.
         self.roles = ["labeled"] + (["unlabeled"] if unlabeled is not None and self.info.num_unlabeled > 0 else [])
-        if cfg.deterministic is False and labeled is None:
+        if not cfg.deterministic and labeled is None:
             raise DataError("TrainStream needs the labelled dataset shard (ray.train.get_dataset_shard('labeled'))")
         self.specs = {role: RowSpec.from_config(cfg, self.info.num_classes, self.seed, labeled=role == "labeled")
                       for role in self.roles}
@@ -88,7 +88,8 @@ class TrainStream:
         if start >= self.iters:
             return
         entries = self._resume_entries(epoch, start)
-        producers = {role: self._producer(role, epoch, start, entries.get(role)) for role in self.roles}
+        producers = {role: self._producer(role, epoch, start, entries.get(role, start * self.cfg.batch_size))
+                     for role in self.roles}
         try:
             for k in range(start, self.iters):
                 t0 = time.perf_counter()
@@ -125,7 +126,7 @@ class TrainStream:
             return dict(saved.get("entries") or {})
         return {role: start * self.cfg.batch_size for role in self.roles}
 
-    def _producer(self, role: str, epoch: int, start: int, entries: int | None) -> Producer:
+    def _producer(self, role: str, epoch: int, start: int, entries: int) -> Producer:
         cfg = self.cfg
         spec = self.specs[role]
         stream = ROLE_STREAM[role]
@@ -136,12 +137,11 @@ class TrainStream:
                 if cfg.decode == "worker" else None
             try:
                 if cfg.deterministic:
-                    rows = self._plan_rows(role, epoch, base + (entries or 0))
+                    rows = self._plan_rows(role, epoch, base + entries)
                 else:
                     rows = self._split_rows(role)
                 items = items_from_batches(rows, spec, epoch=epoch, stream=stream, on_bad_sample=cfg.on_bad_sample,
-                                           counters=self._counters, pool=pool,
-                                           position_base=base)
+                                           counters=self._counters, pool=pool, position_base=base)
                 yield from batches_of(items, cfg.batch_size, self.iters - start, role == "labeled", self._counters,
                                       position_base=base, stop=stop)
             finally:
