@@ -2,16 +2,17 @@
 plain torch DataLoader reading the same images as files from local disk, same decode and augmentation.
 
     .venv/bin/python benchmarks/bench_data.py [--images 1024] [--image-size 160] [--crop 128] [--batch 8]
-                                              [--epochs 2] [--loader-workers 2]
+                                              [--epochs 3] [--loader-workers 2] [--decode-ray]
 
 Both sides: the labelled pairs (image + mask) of one split, decoded with torchvision and weak-augmented
 (resize 0.5-2.0, flip, crop) to uint8 tensors, `--epochs` epochs, each epoch timed from its first request
-to its last batch, no training compute. `*_img_s` cover all epochs (Ray Data's first epoch carries
-several seconds of start-up: worker processes, imports), `*_steady_img_s` the epochs after the first. Ray side: a SeaweedFS server started here (as in
-the tests), the synthetic set written to it, a 1-worker TorchTrainer (0.5 CPU) running TrainStream with
-`data.decode: worker` (and `ray` when --decode-ray). DataLoader side: `--loader-workers` processes.
-The last line printed is one JSON object with ray_data_img_s, dataloader_img_s and ratio (all epochs),
-and the same after the first epoch (ratio_steady).
+to its last batch, no training compute. Ray side: a SeaweedFS server started here (the tests' fixture
+code), the synthetic set written to it, a 1-worker TorchTrainer (0.5 CPU) running TrainStream with
+`data.decode: worker` (and `ray` with --decode-ray). DataLoader side: `--loader-workers` processes.
+
+The last line printed is one JSON object: ray_data_img_s, dataloader_img_s and ratio over all epochs
+(Ray Data's first epoch carries seconds of start-up: worker processes, imports), and *_steady_img_s /
+ratio_steady over the epochs after the first.
 """
 
 from __future__ import annotations

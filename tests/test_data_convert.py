@@ -176,7 +176,8 @@ def test_folder_with_fractions_and_unmasked_images(tmp_path, rgb_masks):
     assert sorted(r["id"] for r in full_lab) == ["a", "b", "c"]  # every masked training image
     assert sorted(r["id"] for r in rows_of(out, "splits/full/unlabeled")) == ["e", "f"]
     (one,) = rows_of(out, "splits/1_3/labeled")  # round(3 / 3) = 1, nested inside 'full'
-    assert sorted(r["id"] for r in rows_of(out, "splits/1_3/unlabeled")) == sorted({"a", "b", "c", "e", "f"} - {one["id"]})
+    rest = sorted({"a", "b", "c", "e", "f"} - {one["id"]})
+    assert sorted(r["id"] for r in rows_of(out, "splits/1_3/unlabeled")) == rest
     assert all(r["mask"] is None for r in rows_of(out, "splits/1_3/unlabeled"))
     row = next(r for r in full_lab if r["id"] == "c")
     assert decode_ids(row["mask"])[4, 4] == 1 and row["image"][:8] == b"\x89PNG\r\n\x1a\n"  # BMP -> PNG

@@ -41,7 +41,8 @@ from u2pl_ray.data.rows import RowSpec
 from u2pl_ray.data.val import iter_val_samples
 
 __all__ = [
-    "Batch", "TrainStream", "build_train_datasets", "check_cpu_budget", "iter_val_samples", "iters_per_epoch", "load_dataset_info",
+    "Batch", "TrainStream", "build_train_datasets", "check_cpu_budget", "iter_val_samples", "iters_per_epoch",
+    "load_dataset_info",
     "train_dataset_config",
 ]
 
@@ -98,7 +99,8 @@ class TrainStream:
                 lab, unl = got["labeled"], got.get("unlabeled")
                 self._state = {"epoch": epoch, "batches": k + 1,
                                "entries": {role: b.entries for role, b in got.items()}}
-                yield Batch(image_l=lab.images, label_l=lab.masks, image_u=unl.images if unl else None,  # type: ignore[arg-type]
+                assert lab.masks is not None
+                yield Batch(image_l=lab.images, label_l=lab.masks, image_u=unl.images if unl else None,
                             ids_l=lab.ids, ids_u=unl.ids if unl else None)
         finally:
             for p in producers.values():

@@ -24,8 +24,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="a split from a folder with labeled.txt and unlabeled.txt (repeatable)")
     p.add_argument("--fraction", action="append", default=[], metavar="1_N",
                    help="a seeded random split of --train-list instead (repeatable; nested)")
-    p.add_argument("--train-list", help="ids of all training images for --fraction "
-                                        "(default: the union of the --split lists, else ImageSets/Segmentation/train.txt)")
+    p.add_argument("--train-list", help="ids of all training images for --fraction (default: the union of "
+                                        "the --split lists, else ImageSets/Segmentation/train.txt)")
     p.add_argument("--val", help="val id list (default ImageSets/Segmentation/val.txt)")
     p.add_argument("--masks", help="mask folder (default SegmentationClassAug if present, else SegmentationClass)")
 
