@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -182,6 +183,7 @@ def main() -> None:
         ray.shutdown()
     finally:
         server.close()
+        shutil.rmtree(work, ignore_errors=True)
     out = {
         "ray_data_img_s": round(stream[0], 1), "dataloader_img_s": round(loader[0], 1),
         "ratio": round(stream[0] / loader[0], 3),

@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -26,6 +27,25 @@ from typing import Iterator
 import pytest
 
 _PORT_NAMES = ("master", "master_grpc", "volume", "volume_grpc", "filer", "filer_grpc", "s3", "s3_grpc")
+
+
+def _die_with_parent() -> None:
+    """In the child before exec (Linux): SIGKILL when the process that started it dies, so a test session
+    that is itself killed leaves no server behind. Only a C call here: no Python locks after fork."""
+    if _PRCTL is not None:
+        _PRCTL(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def _load_prctl():
+    try:
+        import ctypes
+
+        return ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
+    except (OSError, AttributeError):
+        return None
+
+
+_PRCTL = _load_prctl()
 
 
 def weed_binary() -> str | None:
@@ -111,8 +131,11 @@ class SeaweedServer:
         # Its own process group, so a stop never touches anything else and children go with it.
         # Without AWS_* variables: weed would add an admin identity from them.
         env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+        # The death signal follows the starting *thread*: only tie the server to the main one (a restart
+        # from a short-lived helper thread would otherwise kill the server as soon as that thread ends).
+        tie = _die_with_parent if threading.current_thread() is threading.main_thread() else None
         self.proc = subprocess.Popen(self._command(), stdout=log, stderr=subprocess.STDOUT, cwd=self.dir,
-                                     env=env, start_new_session=True)
+                                     env=env, start_new_session=True, preexec_fn=tie)
         log.close()
         self._wait_ready(timeout_s)
         return self
