@@ -76,3 +76,8 @@ def test_dump_round_trips(tmp_path):
     path = tmp_path / "dumped.yaml"
     path.write_text(dump_config(cfg))
     assert load_config(path) == cfg
+
+
+def test_split_names_with_underscores_stay_strings():
+    assert load_config(None, ["data.split=1_8"]).data.split == "1_8"
+    assert load_config(None, ["data.split='1_16'"]).data.split == "1_16"

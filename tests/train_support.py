@@ -24,7 +24,8 @@ def local_ray(env: dict[str, str] | None = None) -> Iterator[None]:
 
     saved = {k: os.environ.get(k) for k in (env or {})}
     os.environ.update(env or {})
-    ray.init(address="local", num_cpus=2, object_store_memory=1 << 30, include_dashboard=False,
+    # The dashboard stays on: without it, trials stopped by ASHA leak their workers (ray-notes).
+    ray.init(address="local", num_cpus=2, object_store_memory=1 << 30,
              log_to_driver=False, runtime_env={"env_vars": dict(env or {})} if env else None)
     try:
         yield

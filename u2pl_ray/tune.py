@@ -16,10 +16,11 @@ import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
-from u2pl_ray.config import Config, ConfigError, config_to_dict, load_config
+from u2pl_ray.config import Config, ConfigError, config_to_dict, dump_config, load_config
 from u2pl_ray.engine.launch import Storage, init_ray, resolve_storage
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "tune_demo.yaml"
+SWEEP_CONFIG = "sweep_config.yaml"
 
 
 def parser() -> argparse.ArgumentParser:
@@ -79,8 +80,7 @@ def build_tuner(cfg: Config, sweep: Storage, name: str, dataset_info: Any, resto
         {"CPU": 0.01},  # the trial function only waits; its Train workers hold the real resources
     )
     if restore:
-        return tune.Tuner.restore(sweep.join(name).uri if not sweep.is_local else sweep.join(name).path,
-                                  trainable=trainable, resume_errored=True,
+        return tune.Tuner.restore(sweep.join(name).path, trainable=trainable, resume_errored=True,
                                   storage_filesystem=None if sweep.is_local else sweep.fs)
     return tune.Tuner(
         trainable,
@@ -88,7 +88,9 @@ def build_tuner(cfg: Config, sweep: Storage, name: str, dataset_info: Any, resto
         tune_config=tune.TuneConfig(
             metric=cfg.tune.metric, mode=cfg.tune.mode, num_samples=cfg.tune.num_samples,
             max_concurrent_trials=cfg.tune.max_concurrent, scheduler=_scheduler(cfg),
-            search_alg=tune.search.BasicVariantGenerator(random_state=cfg.tune.seed),
+            # The generator enforces the concurrency itself when it is given explicitly.
+            search_alg=tune.search.BasicVariantGenerator(random_state=cfg.tune.seed,
+                                                         max_concurrent=cfg.tune.max_concurrent),
         ),
         run_config=tune.RunConfig(name=name, storage_path=sweep.path,
                                   storage_filesystem=None if sweep.is_local else sweep.fs),
@@ -115,24 +117,44 @@ def write_outputs(cfg: Config, grid: Any, out: Storage) -> dict[str, str]:
     return {k: v.uri for k, v in paths.items()}
 
 
+def resolve_sweep(args: argparse.Namespace) -> tuple[Config, Storage, str]:
+    """Config, storage root and name of the sweep; a resumed sweep keeps the config it was started with."""
+    if args.resume:
+        probe = load_config(args.config or DEFAULT_CONFIG, [])
+        base = args.resume if ("/" in args.resume or "://" in args.resume) else f"{probe.storage.path}/{args.resume}"
+        folder = resolve_storage(base)
+        saved = folder.join(SWEEP_CONFIG)
+        if not saved.exists():
+            raise ConfigError(f"--resume {args.resume}: {saved.uri} not found (is this a u2pl-ray sweep folder?)")
+        import yaml
+
+        from u2pl_ray.config import build_config
+        from u2pl_ray.config.loader import apply_overrides
+
+        data = apply_overrides(yaml.safe_load(saved.read_text()), args.overrides)
+        cfg = build_config(data, f"{saved.uri} with --set {' '.join(args.overrides)}")
+        parent = base.split("?", 1)[0].rstrip("/").rsplit("/", 1)[0] + (("?" + base.split("?", 1)[1]) if "?" in base else "")
+        return cfg, resolve_storage(parent), folder.name
+    cfg = load_config(args.config or DEFAULT_CONFIG, args.overrides)
+    name = cfg.tune.name or f"{cfg.name}-sweep-{_dt.datetime.now():%Y%m%d-%H%M%S}"
+    return cfg, resolve_storage(cfg.storage.path), name
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    try:
-        cfg = load_config(args.config or DEFAULT_CONFIG, args.overrides)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    from u2pl_ray.data.errors import DataError
     from u2pl_ray.data.stream import load_dataset_info
 
-    sweep = resolve_storage(cfg.storage.path)
-    name = args.resume or cfg.tune.name or f"{cfg.name}-sweep-{_dt.datetime.now():%Y%m%d-%H%M%S}"
-    info = load_dataset_info(cfg.data)
-    init_ray(args.address)
     try:
+        cfg, sweep, name = resolve_sweep(args)
+        info = load_dataset_info(cfg.data)
+        init_ray(args.address)
         tuner = build_tuner(cfg, sweep, name, info, restore=bool(args.resume))
-    except ConfigError as exc:
+    except (ConfigError, DataError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if not args.resume:
+        sweep.join(name, SWEEP_CONFIG).write_text(dump_config(cfg))
     print(f"sweep {name}: {cfg.tune.num_samples} sample(s), {cfg.tune.max_concurrent} at a time; "
           f"storage {sweep.join(name).uri}", flush=True)
     grid = tuner.fit()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import re
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -13,6 +14,7 @@ from pydantic import BaseModel, ValidationError
 from u2pl_ray.config.schema import Config
 
 BASE_KEY = "_base_"
+_UNDERSCORED_NUMBER = re.compile(r"^\d+(_\d+)+$")
 
 
 class ConfigError(ValueError):
@@ -70,6 +72,8 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     key = key.strip()
     if not sep or not key or any(not part for part in key.split(".")):
         raise ConfigError(f"override {text!r} must look like section.key=value")
+    if _UNDERSCORED_NUMBER.match(raw.strip()):
+        return key.split("."), raw.strip()  # YAML 1.1 would read the split name 1_8 as the number 18
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:

@@ -29,6 +29,8 @@ from u2pl_ray.engine.state import load_state, save_state
 from u2pl_ray.engine.validation import run_validation
 
 log = logging.getLogger(__name__)
+# Training figures kept in the run's history next to each validation (the curves of `report`).
+HISTORY_KEYS = ("sup", "unsup", "contra", "total", "reliable_share", "drop_percent", "lr", "images_per_s")
 
 
 @dataclass
@@ -183,6 +185,7 @@ class Runner:
             best_miou=self.progress.best_miou,
         )
         values.update(self.c.bank_fill())
+        values.update({f"data/{k}": float(v) for k, v in self.c.stream.counters().items()})
         self.session.progress(values)
 
     def validate(self) -> dict[str, float]:
@@ -205,16 +208,19 @@ class Runner:
         return results
 
     def validate_and_checkpoint(self, reason: str = "validation") -> None:
+        assert self.c is not None
         prog = self.progress
-        val = self.validate() if reason == "validation" or self.cfg.eval.every_epochs else {}
+        val = self.validate() if self.cfg.eval.every_epochs or self.cfg.eval.every_iters else {}
         metrics = self.window.summary()
         metrics.update(val)
+        metrics.update({f"data/{k}": float(v) for k, v in self.c.stream.counters().items()})  # cumulative
         if val:
             prog.validations += 1
             self.maybe_draw_pictures()
             if val["val/miou"] > prog.best_miou:
                 prog.best_miou, prog.best_iteration = val["val/miou"], prog.iteration
-            prog.history.append({"iteration": prog.iteration, "epoch": prog.epoch, **val})
+            train = {k: metrics[k] for k in HISTORY_KEYS if k in metrics}
+            prog.history.append({"iteration": prog.iteration, "epoch": prog.epoch, **train, **val})
         metrics.update(
             iteration=prog.iteration, epoch=prog.epoch, best_miou=prog.best_miou,
             best_iteration=prog.best_iteration, wall_s=time.perf_counter() - self._run_start,

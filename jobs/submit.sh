@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Shared by the job scripts: `ray job submit` of a u2pl-ray command with this repo as the working dir.
+#
+#   RAY_ADDRESS   the cluster's dashboard (default http://127.0.0.1:8265; `ray dashboard cluster.yaml`
+#                 forwards a cloud cluster's there)
+#   DRY_RUN=1     print the command instead of submitting it
+#   NO_WAIT=1     submit and return at once (follow with `ray job logs -f ID`)
+#
+# Credentials are never passed here: nodes get them from their IAM role / environment (cluster.yaml).
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+repo="$(cd "$here/.." && pwd)"
+: "${RAY_ADDRESS:=http://127.0.0.1:8265}"
+
+runtime_env=$(cat <<JSON
+{"excludes": [".venv", "runs", ".cache", "data", "weights", "benchmarks/results"],
+ "env_vars": {"RAY_TRAIN_ENABLE_PRINT_PATCH": "0", "PYTHONUNBUFFERED": "1"}}
+JSON
+)
+
+submit() {
+  local cmd=(ray job submit --address "$RAY_ADDRESS" --working-dir "$repo" --runtime-env-json "$runtime_env")
+  [ "${NO_WAIT:-0}" = "1" ] && cmd+=(--no-wait)
+  cmd+=(-- python "$@")
+  if [ "${DRY_RUN:-0}" = "1" ]; then
+    printf '%q ' "${cmd[@]}"; echo
+  else
+    "${cmd[@]}"
+  fi
+}
