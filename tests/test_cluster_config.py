@@ -1,7 +1,6 @@
 """cluster.yaml passes Ray's own offline pre-flight checks (no cloud calls)."""
 
 import copy
-import json
 from pathlib import Path
 
 import jsonschema

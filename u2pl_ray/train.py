@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from u2pl_ray import __version__
-from u2pl_ray.config import Config, ConfigError, build_config, load_config, read_config_tree
+from u2pl_ray.config import Config, ConfigError, build_config, load_config
 from u2pl_ray.config.loader import apply_overrides
 from u2pl_ray.data.errors import DataError
 from u2pl_ray.engine.checkpoint import CheckpointError

@@ -6,7 +6,6 @@ import datetime as _dt
 import logging
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pyarrow.fs as pafs

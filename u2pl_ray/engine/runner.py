@@ -6,10 +6,7 @@ Everything a restart needs goes through `save_state` / `load_state` (u2pl_ray.en
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import math
-import os
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -17,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from u2pl_ray.config import Config
 from u2pl_ray.engine import collectives as coll
@@ -131,7 +127,7 @@ class Runner:
 
     def train_step(self, batch: Any) -> None:
         assert self.c is not None
-        c, cfg, prog = self.c, self.cfg, self.progress
+        c, prog = self.c, self.progress
         start = time.perf_counter()
         self.faults.before_step(prog.iteration)
         lr = self.set_learning_rate()
