@@ -160,6 +160,7 @@ def build_summary(cfg: Config, run: Storage, result: Any, wall_s: float, config_
         "wall_s": round(wall_s, 2),
         "images_per_s": round(metrics.get("images_per_s_run", iterations * global_batch / max(wall_s, 1e-9)), 3),
         "stop_reason": metrics.get("stop_reason"),
+        "resumes": meta.get("resumes", []),
         "run_dir": run.uri,
         "checkpoint": result.checkpoint.path if result is not None and result.checkpoint is not None else None,
         "config_path": config_path,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Variant = Literal["official", "paper"]
 
@@ -186,6 +186,7 @@ class FaultConfig(Section):
     fail_at_iter: int | None = Field(None, ge=0)
     kind: Literal["raise", "exit", "nan", "checkpoint"] = "raise"
     once_marker: str | None = Field(None, description="file that makes the fault fire once across restarts")
+    nan_steps: int | None = Field(None, gt=0, description="nan: non-finite losses in a row; null = from then on")
 
 
 class SchedulerConfig(Section):
@@ -224,6 +225,9 @@ class Config(Section):
     max_failures: int = Field(3, ge=0, description="worker-group restarts before the run fails")
     max_nonfinite_steps: int = Field(5, gt=0, description="stop after N non-finite losses in a row")
     tensorboard: bool = True
+    step_timing: Literal["auto", "on", "off"] = Field(
+        "auto", description="per-phase step times in reports; auto = on CPU only (on GPU it synchronises)"
+    )
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     method: MethodConfig = Field(default_factory=MethodConfig)
@@ -234,6 +238,12 @@ class Config(Section):
     storage: StorageConfig = Field(default_factory=StorageConfig)
     fault: FaultConfig = Field(default_factory=FaultConfig)
     tune: TuneConfig = Field(default_factory=TuneConfig)
+
+    @field_validator("step_timing", mode="before")
+    @classmethod
+    def _yaml_on_off(cls, value: Any) -> Any:
+        # YAML 1.1 reads a bare `on` / `off` as a boolean.
+        return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
 
     @model_validator(mode="after")
     def _resolve_variant(self) -> Config:

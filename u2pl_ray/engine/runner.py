@@ -42,6 +42,7 @@ class Progress:
     nonfinite_total: int = 0
     validations: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
+    resumes: list[dict[str, float]] = field(default_factory=list)  # {iteration, unix_time} per restart
 
 
 class Runner:
@@ -55,7 +56,7 @@ class Runner:
         self.max_iters = iters_per_epoch * cfg.schedule.epochs
         self.progress = Progress()
         self.window = MetricsWindow()
-        self.faults = FaultInjector(cfg.fault)
+        self.faults = FaultInjector(cfg.fault, run_uri)
         self.c: Components | None = None
         self._last_report = time.perf_counter()
         self._run_start = time.perf_counter()
@@ -71,6 +72,8 @@ class Runner:
         with self.session.latest_checkpoint() as directory:
             if directory is not None:
                 self.progress = load_state(directory, self.c, self.session.rank, Progress)
+                # Which checkpoint a restart used, and when: the summary shows it, bench_faults times it.
+                self.progress.resumes.append({"iteration": self.progress.iteration, "unix_time": time.time()})
                 log.info("resumed from %s at iteration %d", directory, self.progress.iteration)
 
     @property
@@ -101,7 +104,7 @@ class Runner:
         batches = self.c.stream.epoch(epoch, start=self.progress.batch_in_epoch)
         wait_start = time.perf_counter()
         for batch in batches:
-            self.window.add_time("data_wait_s", time.perf_counter() - wait_start)
+            self.window.add_time("time/data_wait_s", time.perf_counter() - wait_start)
             self.train_step(batch)
             self.progress.batch_in_epoch += 1
             self.progress.iteration += 1
@@ -145,12 +148,14 @@ class Runner:
         else:
             prog.nonfinite_in_row = 0
             c.backward_and_step(loss)
-            c.step.update_teacher(c.teacher, c.unwrapped_student, epoch=prog.epoch, iteration=prog.iteration)
-            coll.broadcast_buffers_(c.teacher)
+            with c.timer("ema"):
+                c.step.update_teacher(c.teacher, c.unwrapped_student, epoch=prog.epoch, iteration=prog.iteration)
+                coll.broadcast_buffers_(c.teacher)
         n_images = image_l.shape[0] + (image_u.shape[0] if image_u is not None else 0)
         self._images_seen += n_images * self.session.world_size
         metrics = {k: float(v) for k, v in metrics.items()}
         metrics.update(lr=lr, step_s=time.perf_counter() - start)
+        metrics.update(c.timer.pop())
         self.window.add(metrics, images=n_images * self.session.world_size)
 
     def _skip_nonfinite(self, metrics: dict[str, Any]) -> None:
@@ -206,8 +211,10 @@ class Runner:
     def validate_and_checkpoint(self, reason: str = "validation") -> None:
         assert self.c is not None
         prog = self.progress
+        started = time.perf_counter()
         val = self.validate() if self.cfg.eval.every_epochs or self.cfg.eval.every_iters else {}
         metrics = self.window.summary()
+        metrics["time/validation_s"] = time.perf_counter() - started
         metrics.update(val)
         metrics.update({f"data/{k}": float(v) for k, v in self.c.stream.counters().items()})  # cumulative
         if val:
@@ -247,9 +254,11 @@ class Runner:
     def checkpoint(self, metrics: dict[str, Any], name: str | None) -> None:
         assert self.c is not None
         name = name or f"checkpoint_{self.progress.iteration:08d}"
+        started = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix="u2pl-ckpt-") as tmp:
             directory = Path(tmp) / name
             directory.mkdir()
             save_state(directory, self.c, self.progress, self.session.rank, self.cfg, metrics, self.faults)
             self.session.report(metrics, directory, name)
         self._last_checkpoint_iteration = self.progress.iteration
+        self.window.add_time("time/checkpoint_s", time.perf_counter() - started)  # shows in the next report

@@ -15,6 +15,7 @@ from u2pl_ray.config import Config
 from u2pl_ray.data.stream import TrainStream
 from u2pl_ray.engine import collectives as coll
 from u2pl_ray.engine.session import Session
+from u2pl_ray.engine.timing import PhaseTimer, timing_enabled
 from u2pl_ray.method import U2PLStep
 from u2pl_ray.model import build_model, convert_sync_batchnorm
 
@@ -33,6 +34,7 @@ class Components:
     autocast: Callable[[], ContextManager]
     mean: Tensor
     std: Tensor
+    timer: PhaseTimer
     num_classes: int
     classes: list[dict[str, Any]]  # names and colours from the dataset manifest, saved with checkpoints
 
@@ -46,13 +48,14 @@ class Components:
         return image_l, label_l, image_u
 
     def backward_and_step(self, loss: Tensor) -> None:
-        if self.scaler is not None:
-            self.scaler.scale(loss).backward()
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-        else:
-            loss.backward()
-            self.optimizer.step()
+        with self.timer("backward"):
+            if self.scaler is not None:
+                self.scaler.scale(loss).backward()
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+            else:
+                loss.backward()
+                self.optimizer.step()
 
     def bank_fill(self) -> dict[str, float]:
         bank = self.step.memory_bank
@@ -126,10 +129,11 @@ def build_components(cfg: Config, session: Session, info: Any, iters_per_epoch: 
             student, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=False
         )
     torch.manual_seed(cfg.seed + 1000 * session.rank)  # dropout and the like differ per rank
+    timer = PhaseTimer(timing_enabled(cfg.step_timing, device), device)
     step = U2PLStep(
         cfg.method, num_classes=num_classes, rep_dim=cfg.model.rep_dim, total_epochs=cfg.schedule.epochs,
         iters_per_epoch=iters_per_epoch, device=device, ignore_index=cfg.data.ignore_index,
-        gather=coll.all_gather_rows, seed=cfg.seed + session.rank,
+        gather=timer.wrap("allgather", coll.all_gather_rows), seed=cfg.seed + session.rank, phase=timer,
     )
     labeled, unlabeled = session.data_iterators()
     stream = TrainStream(
@@ -143,7 +147,7 @@ def build_components(cfg: Config, session: Session, info: Any, iters_per_epoch: 
     return Components(
         cfg=cfg, device=device, student=wrapped, unwrapped_student=student, teacher=teacher,
         optimizer=optimizer, scaler=scaler, step=step, stream=stream,
-        autocast=_autocast_factory(cfg, device), mean=mean, std=std,
+        autocast=_autocast_factory(cfg, device), mean=mean, std=std, timer=timer,
         num_classes=num_classes,
         classes=[{"name": n, "color": list(c)} for n, c in zip(info.class_names, info.class_colors)],
     )

@@ -66,12 +66,13 @@ def save_state(directory: Path, c: Any, progress: Any, rank: int, cfg: Config, m
         "progress": dataclasses.asdict(progress),
     }
     save_torch(shared, paths.shared)
-    faults.during_checkpoint(progress.iteration)
+    faults.during_checkpoint(progress.iteration, directory)
     (directory / "config.yaml").write_text(dump_config(cfg))
     numeric = {k: v for k, v in metrics.items() if isinstance(v, (int, float, str, bool))}
     write_meta(directory, {
         "iteration": progress.iteration, "epoch": progress.epoch, "version": __version__,
         "metrics": numeric, "num_classes": c.num_classes, "classes": c.classes, "history": progress.history,
+        "resumes": progress.resumes,
     })
 
 
