@@ -187,6 +187,8 @@ class FaultConfig(Section):
     kind: Literal["raise", "exit", "nan", "checkpoint"] = "raise"
     once_marker: str | None = Field(None, description="file that makes the fault fire once across restarts")
     nan_steps: int | None = Field(None, gt=0, description="nan: non-finite losses in a row; null = from then on")
+    step_delay_s: float = Field(0.0, ge=0, description="sleep before every step: slows a tiny run so a test can "
+                                "stop a server or send a signal mid-run")
 
 
 class SchedulerConfig(Section):

@@ -7,13 +7,14 @@
                 so far reach storage without their meta.json, as an upload cut short leaves them
 
 `once_marker` names a file created when the fault fires; while it exists the fault does not fire again,
-so a run restarted by Ray (or resumed) gets past the faulty iteration.
+so a run restarted by Ray (or resumed) gets past the faulty iteration. `step_delay_s` slows every step.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import time
 from pathlib import Path
 
 import torch
@@ -52,6 +53,8 @@ class FaultInjector:
         return True
 
     def before_step(self, iteration: int) -> None:
+        if self.cfg.step_delay_s:
+            time.sleep(self.cfg.step_delay_s)
         if self._fires(iteration, "raise"):
             raise InjectedFault(f"injected fault at iteration {iteration}")
         if self._fires(iteration, "exit"):

@@ -1,0 +1,70 @@
+"""The object store goes away mid-run: data shards and checkpoints both live on the local S3 server,
+which a watcher thread stops once the first checkpoint is sealed. The run must give up after bounded
+retries with an error that says what failed and how to resume; once the server is back, `--resume`
+finishes the run from that checkpoint."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from train_support import checkpoint_names, local_ray, read_json, run_folder, train
+from u2pl_ray.data.convert import main as convert_main
+
+pytestmark = [pytest.mark.ray, pytest.mark.s3, pytest.mark.slow]
+
+GIVE_UP_WITHIN_S = 150  # connect timeout 5 s x 3 attempts per request, a few requests, Ray's teardown
+
+
+def _stop_when_sealed(server, fs, meta_path: str, stopped: dict) -> None:
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        try:
+            if fs.get_file_info(meta_path).is_file:
+                server.stop(grace_s=5)
+                stopped["at"] = time.monotonic()
+                return
+        except OSError:
+            pass
+        time.sleep(0.2)
+
+
+@pytest.mark.timeout(600)
+def test_s3_outage_fails_cleanly_then_resume_completes(s3_env, capsys):
+    server = s3_env
+    server.make_bucket("outage")
+    # The endpoint comes from AWS_ENDPOINT_URL (s3_env), so the run's URI is a plain s3:// one.
+    data = server.uri("outage", "data", endpoint_in_uri=False)
+    storage = server.uri("outage", "runs", endpoint_in_uri=False)
+    assert convert_main(["synthetic", "--out", data, "--num-train", "48", "--num-val", "8", "--image-size", "32",
+                         "--labeled-fractions", "1_4", "--object-source", "procedural", "--shard-rows", "16",
+                         "--overwrite"]) == 0
+    args = [f"--set=data.root={data}", f"--set=storage.path={storage}", "--set=storage.name=outage",
+            "--set=schedule.epochs=3", "--set=storage.checkpoint_every_iters=3", "--set=eval.every_epochs=0",
+            "--set=fault.step_delay_s=0.5"]
+    fs, run = run_folder(storage, "outage")
+    stopped: dict = {}
+    with local_ray(server.env()):
+        watcher = threading.Thread(target=_stop_when_sealed,
+                                   args=(server, fs, f"{run}/checkpoint_00000003/meta.json", stopped), daemon=True)
+        watcher.start()
+        capsys.readouterr()
+        rc = train(*args)
+        ended = time.monotonic()
+        watcher.join()
+        err = capsys.readouterr().err
+        assert "at" in stopped, "the first checkpoint was never sealed"
+        assert rc == 1
+        assert ended - stopped["at"] < GIVE_UP_WITHIN_S, "retries were not bounded"
+        assert "error: training failed" in err and f"resume with: python -m u2pl_ray.train --resume {storage}" in err
+        assert server.secret_key not in err
+
+        server.start()
+        assert checkpoint_names(fs, run)[-1] == "checkpoint_00000003", "nothing after the outage was sealed"
+        assert train(f"--resume={storage}/outage", "--set=fault.step_delay_s=0") == 0
+    summary = read_json(fs, f"{run}/summary.json")
+    assert summary["iterations"] == 12
+    assert [r["iteration"] for r in summary["resumes"]] == [3]
+
