@@ -1,0 +1,85 @@
+"""benchmarks/bench_quality.py: its configs, its arithmetic and report, and one tiny real run through Ray."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from u2pl_ray.config import load_config
+
+REPO = Path(__file__).resolve().parent.parent
+_spec = importlib.util.spec_from_file_location("bench_quality", REPO / "benchmarks" / "bench_quality.py")
+bq = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(bq)
+
+# A few seconds of training: the tiny backbone on 32 px images, 2 x 2 iterations.
+TINY = [
+    "model.backbone=tiny", "model.pretrained=null", "model.output_stride=8", "model.aspp_dilations=[1,2,3]",
+    "model.decoder_channels=16", "model.low_level_channels=8", "model.rep_dim=16", "data.batch_size=2",
+    "data.crop_size=32", "data.synthetic.num_train=48", "data.synthetic.num_val=8",
+    "data.synthetic.image_size=32", "data.synthetic.shard_rows=16", "method.num_queries=8",
+    "method.num_negatives=4", "method.bank_size_class0=100", "method.bank_size=50", "schedule.epochs=2",
+    "schedule.iters_per_epoch=2", "eval.every_epochs=2", "report_every_iters=2",
+]
+
+
+@pytest.mark.parametrize("setting", bq.SETTINGS)
+def test_settings_differ_only_in_labels_and_method(setting):
+    base = load_config(bq.CONFIGS / "base.yaml")
+    cfg = load_config(bq.CONFIGS / f"{setting}.yaml")
+    assert cfg.data.synthetic == base.data.synthetic  # same images and labelled subset
+    assert cfg.schedule == base.schedule and cfg.optim == base.optim and cfg.seed == base.seed
+    assert cfg.method.mode == ("supervised" if setting.startswith("sup") else "u2pl")
+    assert cfg.data.split == ("full" if setting == "sup_full" else "1_16")
+    if setting.startswith("u2pl"):
+        assert cfg.method.variant == setting.split("_")[1]
+
+
+def fake_results(means: dict[str, list[float]]) -> dict:
+    return {k: bq.aggregate([{"seed": i, "miou": v} for i, v in enumerate(vals)]) for k, vals in means.items()}
+
+
+def test_targets_gain_and_gap_closed():
+    res = fake_results({"sup_1_16": [0.30, 0.32], "u2pl_official_1_16": [0.37, 0.39], "sup_full": [0.45, 0.47]})
+    t = bq.targets(res)["u2pl_official_1_16"]
+    assert t["gain"] == pytest.approx(0.07) and t["gap_closed"] == pytest.approx(0.07 / 0.15)
+    assert t["gain_ok"] and t["gap_ok"]
+    res = fake_results({"sup_1_16": [0.30], "u2pl_paper_1_16": [0.33], "sup_full": [0.60]})
+    t = bq.targets(res)["u2pl_paper_1_16"]
+    assert not t["gain_ok"] and not t["gap_ok"]
+
+
+def test_main_writes_json_markdown_and_one_json_line(tmp_path, monkeypatch, capsys):
+    import ray
+
+    fake = {"sup_1_16": 0.30, "u2pl_official_1_16": 0.37, "sup_full": 0.45}
+    monkeypatch.setattr(ray, "init", lambda *a, **k: None)
+    monkeypatch.setattr(ray, "shutdown", lambda: None)
+    monkeypatch.setattr(bq, "run_one", lambda setting, seed, overrides, storage: {
+        "seed": seed, "miou": fake[setting] + 0.01 * seed, "student_last": None, "iterations": 160})
+    monkeypatch.setattr("sys.argv", ["bench_quality.py", "--quick", "--seeds", "0", "1", "--out", str(tmp_path)])
+    bq.main()
+    last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert last["means"]["u2pl_official_1_16"] == pytest.approx(0.375)
+    assert last["gain_ok"] == {"u2pl_official_1_16": True} and last["quick"]
+    report = json.loads((tmp_path / "quality_quick.json").read_text())
+    assert report["results"]["sup_full"]["miou"] == pytest.approx([0.45, 0.46])
+    assert "load_avg_start" in report and report["overrides"][: len(bq.QUICK_OVERRIDES)] == list(bq.QUICK_OVERRIDES)
+    md = (tmp_path / "quality_quick.md").read_text()
+    assert "| u2pl_official_1_16 | 37.0 | 38.0 | 37.5 ± 0.7 | +7.0 | 47 % | – |" in md
+
+
+def test_one_real_run_reads_its_summary(tmp_path):
+    import ray
+
+    ray.init(address="local", num_cpus=2, object_store_memory=1 << 30, log_to_driver=False)
+    try:
+        out = bq.run_one("u2pl_official_1_16", 3, [*TINY, f"data.cache_dir={tmp_path / 'cache'}"],
+                         str(tmp_path / "runs"))
+    finally:
+        ray.shutdown()
+    assert out["seed"] == 3 and out["iterations"] == 4
+    assert 0 <= out["miou"] <= 1 and out["miou"] == out["teacher_last"]
