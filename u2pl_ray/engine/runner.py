@@ -178,13 +178,9 @@ class Runner:
         assert self.c is not None
         if not self.is_rank0:
             return
-        now = time.perf_counter()
-        values = self.window.peek()
-        values.update(
-            iteration=self.progress.iteration, epoch=self.progress.epoch, max_iters=self.max_iters,
-            images_per_s=self.window.images / max(now - self.window.started, 1e-9),
-            best_miou=self.progress.best_miou,
-        )
+        values = self.window.recent()
+        values.update(iteration=self.progress.iteration, epoch=self.progress.epoch, max_iters=self.max_iters,
+                      best_miou=self.progress.best_miou)
         values.update(self.c.bank_fill())
         values.update({f"data/{k}": float(v) for k, v in self.c.stream.counters().items()})
         self.session.progress(values)
