@@ -121,3 +121,18 @@ def _local():
 
 def read_json_local(path):
     return read_json(_local(), str(path))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_resume_finds_checkpoints_that_rays_own_list_missed(ray_runs):
+    root, common = ray_runs
+    # A failure between sealing a checkpoint and saving Ray's checkpoint list leaves the list behind:
+    # the run folder is the truth, not the list.
+    run = root / "no-list"
+    shutil.copytree(root / "straight", run)
+    (run / "checkpoint_manager_snapshot.json").unlink()
+    assert train(f"--resume={run}") == 0
+    state = final_state(run)
+    assert [r["iteration"] for r in state["state"]["progress"]["resumes"]] == [8], "resumed, not retrained"
+    assert_same_state(final_state(root / "straight"), state)

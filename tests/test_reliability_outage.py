@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from fixtures_s3 import SeaweedServer
 from train_support import checkpoint_names, local_ray, read_json, run_folder, train
 from u2pl_ray.data.convert import main as convert_main
 
@@ -31,11 +32,23 @@ def _stop_when_sealed(server, fs, meta_path: str, stopped: dict) -> None:
         time.sleep(0.2)
 
 
+@pytest.fixture
+def own_server(tmp_path, monkeypatch):
+    """A server of its own: stopping the session's shared one would disturb the tests after this one."""
+    server = SeaweedServer(tmp_path / "weed").start()
+    for key, value in server.env().items():
+        monkeypatch.setenv(key, value)
+    try:
+        yield server
+    finally:
+        server.close()
+
+
 @pytest.mark.timeout(600)
-def test_s3_outage_fails_cleanly_then_resume_completes(s3_env, capsys):
-    server = s3_env
+def test_s3_outage_fails_cleanly_then_resume_completes(own_server, capsys):
+    server = own_server
     server.make_bucket("outage")
-    # The endpoint comes from AWS_ENDPOINT_URL (s3_env), so the run's URI is a plain s3:// one.
+    # The endpoint comes from AWS_ENDPOINT_URL, so the run's URI is a plain s3:// one.
     data = server.uri("outage", "data", endpoint_in_uri=False)
     storage = server.uri("outage", "runs", endpoint_in_uri=False)
     assert convert_main(["synthetic", "--out", data, "--num-train", "48", "--num-val", "8", "--image-size", "32",

@@ -49,11 +49,11 @@ def format_duration(seconds: float) -> str:
 class ProgressPrinter:
     """Turns board events into terminal lines and TensorBoard scalars."""
 
-    def __init__(self, total_epochs: int, stream: TextIO = sys.stdout, interval_s: float = 30.0,
+    def __init__(self, total_epochs: int, stream: TextIO | None = None, interval_s: float = 30.0,
                  tensorboard_dir: Path | None = None):
         self.total_epochs = total_epochs
-        self.stream = stream
-        self.tty = stream.isatty()
+        self.stream = stream or sys.stdout  # looked up now: sys.stdout may have been swapped since import
+        self.tty = self.stream.isatty()
         self.interval_s = 1.0 if self.tty else interval_s
         self.started = time.monotonic()
         self._last_line = 0.0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -36,13 +37,27 @@ def _candidates(latest: Checkpoint) -> list[Checkpoint]:
     return [latest, *others]
 
 
+@contextlib.contextmanager
+def _local_copy(checkpoint: Checkpoint, rank: int) -> Iterator[str]:
+    """The checkpoint as a local folder this rank alone reads. Ray's `as_directory` shares one download
+    folder between the ranks of a node and may delete or refill it while another rank still loads."""
+    from pyarrow.fs import LocalFileSystem
+
+    if isinstance(checkpoint.filesystem, LocalFileSystem):
+        yield checkpoint.path
+        return
+    with tempfile.TemporaryDirectory(prefix=f"u2pl-resume-rank{rank}-") as tmp:
+        yield checkpoint.to_directory(tmp)
+
+
 class RaySession:
-    def __init__(self, board: Any = None):
+    def __init__(self, board: Any = None, run_uri: str | None = None):
         ctx = ray.train.get_context()
         self.rank = ctx.get_world_rank()
         self.world_size = ctx.get_world_size()
         self.local_rank = ctx.get_local_rank()
         self.board = board
+        self.run_uri = run_uri
 
     def report(self, metrics: dict[str, Any], checkpoint_dir: Path | None, checkpoint_name: str | None) -> None:
         checkpoint = Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir is not None else None
@@ -50,12 +65,12 @@ class RaySession:
 
     @contextlib.contextmanager
     def latest_checkpoint(self) -> Iterator[Path | None]:
-        latest = ray.train.get_checkpoint()
+        latest = ray.train.get_checkpoint() or self._newest_in_run_folder()
         if latest is None:
             yield None
             return
         for candidate in _candidates(latest):
-            with candidate.as_directory() as directory:
+            with _local_copy(candidate, self.rank) as directory:
                 try:
                     verify_checkpoint(directory)
                 except CheckpointError as exc:
@@ -64,6 +79,28 @@ class RaySession:
                 yield Path(directory)
                 return
         raise CheckpointError(f"no usable checkpoint next to {latest.path}: every one failed verification")
+
+    def _newest_in_run_folder(self) -> Checkpoint | None:
+        """Ray's checkpoint list is saved after each checkpoint: a failure between the two (a lost store,
+        a killed driver) leaves a sealed checkpoint it does not know. Resume from the folder, not the list."""
+        if not self.run_uri:
+            return None
+        from pyarrow.fs import FileSelector, FileType
+
+        from u2pl_ray.data.fs import resolve_filesystem
+
+        try:
+            fs, path = resolve_filesystem(self.run_uri)
+            infos = fs.get_file_info(FileSelector(path, allow_not_found=True))
+        except OSError as exc:
+            log.warning("cannot list %s for checkpoints: %s", self.run_uri, exc)
+            return None
+        names = sorted(i.path for i in infos if i.type == FileType.Directory
+                       and i.base_name.startswith("checkpoint_"))
+        if not names:
+            return None
+        log.warning("Ray Train knows no checkpoint of this run; resuming from the folder's newest, %s", names[-1])
+        return Checkpoint(names[-1], filesystem=fs)
 
     def data_iterators(self) -> tuple[Any, Any]:
         return ray.train.get_dataset_shard("labeled"), ray.train.get_dataset_shard("unlabeled")
@@ -87,7 +124,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
 
     logging.basicConfig(level=os.environ.get("U2PL_LOG_LEVEL", "INFO"), format="%(levelname)s %(name)s: %(message)s")
     cfg = build_config(loop_config["config"], source="run config")
-    session = RaySession(loop_config.get("board"))
+    session = RaySession(loop_config.get("board"), loop_config.get("run_uri"))
     runner = Runner(cfg, session, loop_config["dataset_info"], loop_config["iters_per_epoch"],
                     run_uri=loop_config.get("run_uri"))
     runner.run()
