@@ -31,6 +31,11 @@ def final_state(run_dir):
     return load_checkpoint(run_dir / "checkpoint_00000008")
 
 
+def resumed_at(state):
+    """The iterations a run was resumed from, oldest first."""
+    return [r["iteration"] for r in state["state"]["progress"]["resumes"]]
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_lost_worker_is_restarted_from_the_newest_checkpoint(ray_runs, tmp_path):
@@ -43,7 +48,7 @@ def test_lost_worker_is_restarted_from_the_newest_checkpoint(ray_runs, tmp_path)
     assert marker.read_text().startswith("exit fault fired at iteration 5")
     run = root / "lost-worker"
     state = final_state(run)
-    assert [r["iteration"] for r in state["state"]["progress"]["resumes"]] == [3]
+    assert resumed_at(state) == [3]
     assert [r["iteration"] for r in read_json_local(run / "summary.json")["resumes"]] == [3]
     assert_same_state(final_state(root / "straight"), state)
 
@@ -66,7 +71,7 @@ def test_checkpoint_cut_short_leaves_the_previous_one_in_charge(ray_runs, tmp_pa
     assert previous["iteration"] == 3
     assert train(f"--resume={run}") == 0
     state = final_state(run)
-    assert [r["iteration"] for r in state["state"]["progress"]["resumes"]] == [3], "resumed from iteration 3"
+    assert resumed_at(state) == [3], "resumed from iteration 3"
     assert_same_state(final_state(root / "straight"), state)
 
 
@@ -82,7 +87,7 @@ def test_damaged_newest_checkpoint_falls_back_then_all_damaged_is_a_clear_error(
     newest.write_bytes(newest.read_bytes()[:-100])
     assert train(f"--resume={run}") == 0
     state = final_state(run)
-    assert [r["iteration"] for r in state["state"]["progress"]["resumes"]] == [6], "fell back to iteration 6"
+    assert resumed_at(state) == [6], "fell back to iteration 6"
     assert_same_state(final_state(root / "straight"), state)
     # Every checkpoint damaged: the run stops and names them instead of training from scratch.
     # (Ray's checkpoint manager has pruned by now: damage whatever is left.)
@@ -135,5 +140,5 @@ def test_resume_finds_checkpoints_that_rays_own_list_missed(ray_runs):
     shutil.rmtree(run / "checkpoint_00000008")  # so that the resumed run has steps left to take
     assert train(f"--resume={run}") == 0
     state = final_state(run)
-    assert [r["iteration"] for r in state["state"]["progress"]["resumes"]] == [6], "resumed, not retrained"
+    assert resumed_at(state) == [6], "resumed, not retrained"
     assert_same_state(final_state(root / "straight"), state)

@@ -58,7 +58,6 @@ class Runner:
         self.window = MetricsWindow()
         self.faults = FaultInjector(cfg.fault, run_uri)
         self.c: Components | None = None
-        self._last_report = time.perf_counter()
         self._run_start = time.perf_counter()
         self._images_seen = 0
         self._last_checkpoint_iteration = -1
