@@ -42,7 +42,7 @@ for key, value in {"OMP_WAIT_POLICY": "PASSIVE", "RAY_TRAIN_ENABLE_PRINT_PATCH":
     os.environ.setdefault(key, value)
 
 from train_support import TINY, assert_same_state, fetched, load_checkpoint, local_ray, read_json, run_folder, \
-    train  # noqa: E402
+    stop_when_sealed, train  # noqa: E402
 
 ITERS = 12
 COMMON = ["--set=schedule.epochs=3", "--set=data.deterministic=true", "--set=scaling.torch_threads=1",
@@ -150,20 +150,10 @@ def s3_outage(b: Bench, tmp: Path) -> None:
         fs, run = run_folder(storage, "outage")
         stopped: dict[str, float] = {}
 
-        def stop_when_sealed() -> None:
-            deadline = time.monotonic() + 300
-            while time.monotonic() < deadline and "at" not in stopped:
-                try:
-                    if fs.get_file_info(f"{run}/checkpoint_00000003/meta.json").is_file:
-                        stopped["at"] = time.time()
-                        server.stop(grace_s=5)
-                except OSError:
-                    pass
-                time.sleep(0.2)
-
         with local_ray():
             train(*b.args("straight", *on_s3, storage=storage))
-            watcher = threading.Thread(target=stop_when_sealed, daemon=True)
+            watcher = threading.Thread(target=stop_when_sealed, daemon=True,
+                                       args=(server, fs, f"{run}/checkpoint_00000003/meta.json", stopped))
             watcher.start()
             rc = train(*b.args("outage", *on_s3, "--set=fault.step_delay_s=0.5", storage=storage))
             failed_after = time.time() - stopped.get("at", float("nan"))

@@ -11,25 +11,12 @@ import time
 import pytest
 
 from fixtures_s3 import SeaweedServer
-from train_support import checkpoint_names, local_ray, read_json, run_folder, train
+from train_support import checkpoint_names, local_ray, read_json, run_folder, stop_when_sealed, train
 from u2pl_ray.data.convert import main as convert_main
 
 pytestmark = [pytest.mark.ray, pytest.mark.s3, pytest.mark.slow]
 
 GIVE_UP_WITHIN_S = 150  # connect timeout 5 s x 3 attempts per request, a few requests, Ray's teardown
-
-
-def _stop_when_sealed(server, fs, meta_path: str, stopped: dict) -> None:
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline:
-        try:
-            if fs.get_file_info(meta_path).is_file:
-                server.stop(grace_s=5)
-                stopped["at"] = time.monotonic()
-                return
-        except OSError:
-            pass
-        time.sleep(0.2)
 
 
 @pytest.fixture
@@ -60,12 +47,12 @@ def test_s3_outage_fails_cleanly_then_resume_completes(own_server, capsys):
     fs, run = run_folder(storage, "outage")
     stopped: dict = {}
     with local_ray(server.env()):
-        watcher = threading.Thread(target=_stop_when_sealed,
+        watcher = threading.Thread(target=stop_when_sealed,
                                    args=(server, fs, f"{run}/checkpoint_00000003/meta.json", stopped), daemon=True)
         watcher.start()
         capsys.readouterr()
         rc = train(*args)
-        ended = time.monotonic()
+        ended = time.time()
         watcher.join()
         err = capsys.readouterr().err
         assert "at" in stopped, "the first checkpoint was never sealed"

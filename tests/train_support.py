@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -97,3 +98,19 @@ def assert_same_state(a: dict[str, Any], b: dict[str, Any]) -> None:
             assert torch.equal(ra, rb), "memory bank differs"
     for key in ("iteration", "epoch", "batch_in_epoch"):
         assert sa["progress"][key] == sb["progress"][key]
+
+
+def stop_when_sealed(server: Any, fs: pafs.FileSystem, meta_path: str, stopped: dict[str, float],
+                     timeout_s: float = 300.0) -> None:
+    """A watcher thread's body: stops the S3 `server` once `meta_path` exists (a checkpoint is sealed)
+    and puts the Unix time of the stop in `stopped["at"]`."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if fs.get_file_info(meta_path).is_file:
+                stopped["at"] = time.time()
+                server.stop(grace_s=5)
+                return
+        except OSError:
+            pass
+        time.sleep(0.2)
