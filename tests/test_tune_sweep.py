@@ -11,7 +11,7 @@ from train_support import local_ray
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 
-@pytest.mark.timeout(900)
+@pytest.mark.timeout(480)
 def test_sweep_stops_weak_trials_and_writes_a_runnable_best_config(tmp_path):
     from u2pl_ray.train import main as train_main
     from u2pl_ray.tune import main as tune_main

@@ -30,6 +30,9 @@ def local_ray(env: dict[str, str] | None = None) -> Iterator[None]:
              log_to_driver=False, runtime_env={"env_vars": dict(env or {})} if env else None)
     try:
         yield
+    except BaseException:
+        _print_ray_state()  # a hang (the timeout fires here) or a failure: say what Ray was holding
+        raise
     finally:
         ray.shutdown()
         for k, v in saved.items():
@@ -37,6 +40,22 @@ def local_ray(env: dict[str, str] | None = None) -> Iterator[None]:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+def _print_ray_state() -> None:
+    """Free and total resources, placement groups and live actors, for the test log."""
+    import ray
+
+    try:
+        print(f"ray available: {ray.available_resources()}\nray total: {ray.cluster_resources()}", flush=True)
+        for pg_id, pg in ray.util.placement_group_table().items():
+            print(f"placement group {pg_id[:8]} {pg.get('state')}: {pg.get('bundles')}", flush=True)
+        from ray.util.state import list_actors
+
+        for actor in list_actors(filters=[("state", "=", "ALIVE")], timeout=10):
+            print(f"actor {actor.class_name} pid {actor.pid}", flush=True)
+    except Exception as exc:  # diagnostics must not hide the test's own error
+        print(f"ray state unavailable: {exc!r}", flush=True)
 
 
 def train(*args: str) -> int:
