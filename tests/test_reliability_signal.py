@@ -71,6 +71,10 @@ def test_sigterm_then_ctrl_c_on_the_driver_stop_with_checkpoints_and_resume_fini
     assert 0 < first_stop < 12
     assert checkpoint_names(fs, run) == [f"checkpoint_{first_stop:08d}"], "the stop wrote its own checkpoint"
     assert f"--resume {run}" in text, "the driver says how to resume"
+    # The console carries the trainer's lines, not Ray's per-report dumps or per-epoch progress bars.
+    for noise in ("Reporting training result", "Checkpoint successfully created", "Running Dataset",
+                  "Execution plan of Dataset", "Started training worker group", "all_gather_into_tensor"):
+        assert noise not in text, f"{noise!r} on the console:\n{text}"
 
     # Ctrl-C (SIGINT) on the resumed run: a second stop, later than the first.
     _run_and_signal([f"--resume={run}", "--set=fault.step_delay_s=0.7"], signal.SIGINT)

@@ -70,6 +70,9 @@ class DataConfig(Section):
     )
     decode_threads: int = Field(2, ge=1, description="decode+augment threads per stream in the worker (decode: worker)")
     ray_task_cpus: float = Field(0.5, gt=0, description="CPUs reserved by each Ray Data read/decode task")
+    ray_progress: bool = Field(
+        False, description="Ray Data's progress bars and execution logs on the console (always in Ray's session logs)"
+    )
 
     @model_validator(mode="after")
     def _check_scale(self) -> DataConfig:
@@ -229,6 +232,10 @@ class Config(Section):
     tensorboard: bool = True
     step_timing: Literal["auto", "on", "off"] = Field(
         "auto", description="per-phase step times in reports; auto = on CPU only (on GPU it synchronises)"
+    )
+    ray_train_log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "WARNING", description="Ray Train's own console lines (worker group start, each checkpoint and report at "
+        "INFO); the trainer's progress lines are printed either way"
     )
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)

@@ -76,8 +76,18 @@ def _files_dataset(cfg, info: DatasetInfo, role: str, repeats: int) -> Any:
               "stream": ROLE_STREAM[role]}
     ds = ds.map_batches(read_segments, batch_size=1, batch_format="numpy", fn_kwargs=kwargs,
                         num_cpus=cfg.ray_task_cpus)
-    ds.context.target_max_block_size = OUTPUT_BLOCK_BYTES
+    _set_context(ds, cfg)
     return ds
+
+
+def _set_context(ds: Any, cfg) -> None:
+    ctx = ds.context
+    ctx.target_max_block_size = OUTPUT_BLOCK_BYTES
+    if not cfg.ray_progress:
+        # Every epoch of every stream would otherwise print bars and an execution plan on the driver.
+        ctx.enable_progress_bars = False
+        ctx.enable_operator_progress_bars = False
+        ctx.print_on_execution_start = False
 
 
 # --- deterministic: one dataset per worker, epoch and stream -------------------------------------
@@ -98,5 +108,5 @@ def plan_dataset(cfg, info: DatasetInfo, role: str, segments: Sequence[Segment],
     ds = ds.map_batches(read_segments, batch_size=1, batch_format="numpy", fn_kwargs=kwargs,
                         num_cpus=cfg.ray_task_cpus)
     ds.context.execution_options.preserve_order = True  # the plan order is the point
-    ds.context.target_max_block_size = OUTPUT_BLOCK_BYTES
+    _set_context(ds, cfg)
     return ds

@@ -12,6 +12,10 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 
+# torch 2.14 renamed all_gather_into_tensor (still there, with a FutureWarning on every call).
+_gather_into = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
+
+
 def is_distributed() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
@@ -35,7 +39,7 @@ def all_gather_rows(local: Tensor) -> Tensor:
     world = dist.get_world_size()
     count = torch.tensor([local.shape[0]], device=local.device, dtype=torch.long)
     counts = torch.empty(world, device=local.device, dtype=torch.long)
-    dist.all_gather_into_tensor(counts, count)
+    _gather_into(counts, count)
     sizes = counts.tolist()
     most = max(sizes)
     if most == 0:
@@ -43,7 +47,7 @@ def all_gather_rows(local: Tensor) -> Tensor:
     padded = local.new_zeros((most, *local.shape[1:]))
     padded[: local.shape[0]] = local
     gathered = local.new_empty((world * most, *local.shape[1:]))
-    dist.all_gather_into_tensor(gathered, padded)
+    _gather_into(gathered, padded)
     parts = [gathered[r * most : r * most + n] for r, n in enumerate(sizes)]
     return torch.cat(parts)
 

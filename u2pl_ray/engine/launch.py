@@ -102,7 +102,7 @@ def build_trainer(
     cfg: Config, *, name: str, storage: Storage, dataset_info: Any, iters_per_epoch: int,
     datasets: dict[str, Any], board: Any = None, callbacks: list[Any] | None = None,
 ) -> Any:
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     from u2pl_ray.data.stream import train_dataset_config
@@ -123,6 +123,7 @@ def build_trainer(
         failure_config=FailureConfig(max_failures=cfg.max_failures),
         checkpoint_config=CheckpointConfig(num_to_keep=cfg.storage.keep_checkpoints),
         callbacks=[RunCallback(board), *(callbacks or [])],
+        logging_config=LoggingConfig(log_level=cfg.ray_train_log_level),
         # Spinning OpenMP threads slow small ops ~10x on CPUs shared with Ray Data tasks.
         worker_runtime_env=None if sc.use_gpu else {"env_vars": {"OMP_WAIT_POLICY": "PASSIVE"}},
     )

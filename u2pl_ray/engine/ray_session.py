@@ -118,12 +118,22 @@ class RaySession:
             return False
 
 
+def _apply_train_log_level(level: str) -> None:
+    """RunConfig's LoggingConfig filters the `ray.train.*` loggers only; the worker's report lines (the whole
+    metrics dict, at INFO) come from a logger Ray names by its file path, so it gets the same level here."""
+    suffix = os.path.join("ray", "train", "v2", "_internal", "execution", "context.py")
+    for name in list(logging.root.manager.loggerDict):
+        if name.endswith(suffix):
+            logging.getLogger(name).setLevel(level)
+
+
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     """Entry point of every Ray Train worker."""
     from u2pl_ray.engine.runner import Runner
 
     logging.basicConfig(level=os.environ.get("U2PL_LOG_LEVEL", "INFO"), format="%(levelname)s %(name)s: %(message)s")
     cfg = build_config(loop_config["config"], source="run config")
+    _apply_train_log_level(cfg.ray_train_log_level)
     session = RaySession(loop_config.get("board"), loop_config.get("run_uri"))
     runner = Runner(cfg, session, loop_config["dataset_info"], loop_config["iters_per_epoch"],
                     run_uri=loop_config.get("run_uri"))

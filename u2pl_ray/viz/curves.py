@@ -63,6 +63,8 @@ def tensorboard_series(directory: str | Path) -> dict[str, Series]:
     with TensorBoard's EventAccumulator, which also drops steps orphaned by a restart)."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+    # Its directory watcher logs "No path found after <file>" at INFO when it reaches the last file.
+    logging.getLogger("tensorboard").setLevel(logging.WARNING)
     out: dict[str, dict[int, float]] = {}
     folders = sorted({p.parent for p in Path(directory).rglob("events.out.tfevents.*")})
     for folder in folders:
