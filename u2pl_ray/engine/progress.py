@@ -60,6 +60,7 @@ class ProgressPrinter:
         self.latest: dict[str, Any] = {}
         self.last_miou: float | None = None
         self.writer = None
+        self._last_report_step = -1
         if tensorboard_dir is not None:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -70,9 +71,7 @@ class ProgressPrinter:
         for event in events:
             step = int(event.get("iteration", 0))
             if self.writer is not None:
-                for key, value in event.items():
-                    if isinstance(value, (int, float)) and key not in ("iteration", "epoch", "max_iters"):
-                        self.writer.add_scalar(key if "/" in key else f"train/{key}", value, step)
+                self._write_scalars(event, step)
             if event.get("kind") == "validation":
                 self.last_miou = event.get("val/miou")
                 self._emit(self._validation_line(event), force=True)
@@ -80,6 +79,19 @@ class ProgressPrinter:
                 self.latest = event
         if self.latest:
             self._emit(self._line(self.latest))
+
+    def _write_scalars(self, event: dict[str, Any], step: int) -> None:
+        # A validation's training values are means over the whole validation period: at a step that a
+        # progress report already wrote, they would overwrite its values with that longer average.
+        train_done = event.get("kind") == "validation" and step == self._last_report_step
+        if event.get("kind") != "validation":
+            self._last_report_step = step
+        for key, value in event.items():
+            if not isinstance(value, (int, float)) or key in ("iteration", "epoch", "max_iters"):
+                continue
+            if train_done and not (key.startswith("val/") or key.startswith("time/validation")):
+                continue
+            self.writer.add_scalar(key if "/" in key else f"train/{key}", value, step)
 
     def _line(self, e: dict[str, Any]) -> str:
         it, total = int(e.get("iteration", 0)), int(e.get("max_iters", 0)) or 1
