@@ -37,6 +37,7 @@ def test_overrides_are_typed_yaml():
         (["method.variant=foo"], ["method.variant", "'foo'", "'official' or 'paper'"]),
         (["method.low_rank=30"], ["method.low_rank", "30", "high_rank"]),
         (["data.batch_size=2.5"], ["data.batch_size", "2.5", "integer"]),
+        (["ray_train_log_level=LOUD"], ["ray_train_log_level", "'LOUD'", "'DEBUG', 'INFO', 'WARNING' or 'ERROR'"]),
         (["bogus=1"], ["unknown config key 'bogus'", "method"]),
         (["method"], ["section.key=value"]),
     ],
@@ -76,6 +77,10 @@ def test_dump_round_trips(tmp_path):
     path = tmp_path / "dumped.yaml"
     path.write_text(dump_config(cfg))
     assert load_config(path) == cfg
+
+
+def test_log_level_is_case_insensitive():
+    assert load_config(None, ["ray_train_log_level=info"]).ray_train_log_level == "INFO"
 
 
 def test_split_names_with_underscores_stay_strings():

@@ -248,6 +248,11 @@ class Config(Section):
     fault: FaultConfig = Field(default_factory=FaultConfig)
     tune: TuneConfig = Field(default_factory=TuneConfig)
 
+    @field_validator("ray_train_log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
     @field_validator("step_timing", mode="before")
     @classmethod
     def _yaml_on_off(cls, value: Any) -> Any:
