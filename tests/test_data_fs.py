@@ -120,8 +120,24 @@ def test_server_stop_and_start_keep_the_same_endpoint_and_data(s3_env):
     write_text_atomic(uri, "still here")
     endpoint = s3_env.endpoint
     s3_env.stop(grace_s=2)
-    assert not s3_env.running
-    with pytest.raises(DataError, match="endpoint unreachable"):
-        read_text(uri + "&max_attempts=1")
-    s3_env.start()
+    try:
+        assert not s3_env.running
+        with pytest.raises(DataError, match="endpoint unreachable"):
+            read_text(uri + "&max_attempts=1")
+    finally:
+        s3_env.start()  # the server is shared by the session: later tests need it back
     assert s3_env.endpoint == endpoint and read_text(uri) == "still here"
+
+
+def test_a_port_with_403_in_it_is_not_access_denied():
+    from u2pl_ray.data.fs import storage_error
+
+    unreachable = OSError("AWS Error NETWORK_CONNECTION during HeadObject operation: curlCode: 7, Could not connect "
+                          "to server; Details: Failed to connect to 127.0.0.1:40371 after 0 ms")
+    assert "endpoint unreachable" in str(storage_error(unreachable, "s3://b/k", "read"))
+    denied = OSError("AWS Error ACCESS_DENIED during HeadObject operation: HTTP response code 403")
+    assert "access denied" in str(storage_error(denied, "s3://b/k", "read"))
+    forbidden = OSError("HeadObject failed with HTTP status 403 Forbidden (endpoint 10.0.0.1:4030)")
+    assert "access denied" in str(storage_error(forbidden, "s3://b/k", "read"))
+    port_only = OSError("unexpected reply from 10.0.0.1:4031")
+    assert "access denied" not in str(storage_error(port_only, "s3://b/k", "read"))

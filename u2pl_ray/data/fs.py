@@ -15,6 +15,7 @@ memory and sent in one request, which the store makes visible only once complete
 
 from __future__ import annotations
 
+import re
 import os
 import posixpath
 import uuid
@@ -172,10 +173,12 @@ def storage_error(exc: BaseException, uri: str, action: str) -> DataError:
     text = str(exc)
     hint = ""
     low = text.lower()
-    if "access_denied" in low or "invalidaccesskeyid" in low or "signaturedoesnotmatch" in low or "403" in text:
-        hint = " (access denied: check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or the profile)"
-    elif "network_connection" in low or "couldn't connect" in low or "curlcode: 7" in low or "timed out" in low:
+    # Unreachable first, and 403 only as a whole number: the endpoint's port (say 40371) is in the text too.
+    if "network_connection" in low or "couldn't connect" in low or "curlcode: 7" in low or "timed out" in low:
         hint = " (endpoint unreachable: check endpoint_override / AWS_ENDPOINT_URL and the network)"
+    elif ("access_denied" in low or "invalidaccesskeyid" in low or "signaturedoesnotmatch" in low
+          or re.search(r"(?<![\d.:])403(?!\d)", text)):
+        hint = " (access denied: check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or the profile)"
     elif "nosuchbucket" in low or "bucket does not exist" in low:
         hint = " (the bucket does not exist)"
     return DataError(f"cannot {action} {redact(uri)}{hint}: {text}")
