@@ -135,7 +135,8 @@ def _format_validation_error(exc: ValidationError, source: str) -> str:
         if err["type"] == "value_error":
             lines.append(f"  - {key}: {msg}")
         else:
-            lines.append(f"  - {key}: given {given!r} ({type(given).__name__}); allowed: {msg[:1].lower() + msg[1:]}")  # values keep their case
+            allowed = msg[:1].lower() + msg[1:]  # only the first letter: allowed values keep their case
+            lines.append(f"  - {key}: given {given!r} ({type(given).__name__}); allowed: {allowed}")
     return "\n".join(lines)
 
 

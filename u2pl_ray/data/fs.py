@@ -15,9 +15,9 @@ memory and sent in one request, which the store makes visible only once complete
 
 from __future__ import annotations
 
-import re
 import os
 import posixpath
+import re
 import uuid
 from pathlib import Path
 from typing import Any

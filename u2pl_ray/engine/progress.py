@@ -83,8 +83,9 @@ class ProgressPrinter:
     def _write_scalars(self, event: dict[str, Any], step: int) -> None:
         # A validation's training values are means over the whole validation period: at a step that a
         # progress report already wrote, they would overwrite its values with that longer average.
-        train_done = event.get("kind") == "validation" and step == self._last_report_step
-        if event.get("kind") != "validation":
+        validation = event.get("kind") == "validation"
+        train_done = validation and step == self._last_report_step
+        if not validation:
             self._last_report_step = step
         for key, value in event.items():
             if not isinstance(value, (int, float)) or key in ("iteration", "epoch", "max_iters"):

@@ -19,21 +19,22 @@ from u2pl_ray.engine.checkpoint import CheckpointError, verify_checkpoint
 log = logging.getLogger(__name__)
 
 
-def _candidates(latest: Checkpoint) -> list[Checkpoint]:
-    """The newest checkpoint first, then its older siblings in the run folder (newest first)."""
+def _checkpoint_dirs(fs: Any, folder: str) -> list[str]:
+    """Paths of the checkpoint_* folders in `folder`, oldest first; OSError when it cannot be listed."""
     from pyarrow.fs import FileSelector, FileType
 
+    infos = fs.get_file_info(FileSelector(folder, allow_not_found=True))
+    return sorted(i.path for i in infos if i.type == FileType.Directory and i.base_name.startswith("checkpoint_"))
+
+
+def _candidates(latest: Checkpoint) -> list[Checkpoint]:
+    """The newest checkpoint first, then its older siblings in the run folder (newest first)."""
     fs, path = latest.filesystem, latest.path.rstrip("/")
-    parent = path.rsplit("/", 1)[0]
     try:
-        infos = fs.get_file_info(FileSelector(parent))
+        names = _checkpoint_dirs(fs, path.rsplit("/", 1)[0])
     except OSError:
         return [latest]
-    names = sorted(
-        (i.path for i in infos if i.type == FileType.Directory and i.base_name.startswith("checkpoint_")),
-        reverse=True,
-    )
-    others = [Checkpoint(p, filesystem=fs) for p in names if p.rstrip("/") != path]
+    others = [Checkpoint(p, filesystem=fs) for p in reversed(names) if p.rstrip("/") != path]
     return [latest, *others]
 
 
@@ -85,18 +86,14 @@ class RaySession:
         a killed driver) leaves a sealed checkpoint it does not know. Resume from the folder, not the list."""
         if not self.run_uri:
             return None
-        from pyarrow.fs import FileSelector, FileType
-
         from u2pl_ray.data.fs import resolve_filesystem
 
         try:
             fs, path = resolve_filesystem(self.run_uri)
-            infos = fs.get_file_info(FileSelector(path, allow_not_found=True))
+            names = _checkpoint_dirs(fs, path)
         except OSError as exc:
             log.warning("cannot list %s for checkpoints: %s", self.run_uri, exc)
             return None
-        names = sorted(i.path for i in infos if i.type == FileType.Directory
-                       and i.base_name.startswith("checkpoint_"))
         if not names:
             return None
         log.warning("Ray Train knows no checkpoint of this run; resuming from the folder's newest, %s", names[-1])
