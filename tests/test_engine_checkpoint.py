@@ -2,6 +2,7 @@ import json
 import random
 
 import numpy as np
+import pyarrow.fs as pafs
 import pytest
 import torch
 
@@ -12,6 +13,7 @@ from u2pl_ray.engine.checkpoint import (
     load_torch,
     restore_rng,
     save_torch,
+    upload_files,
     verify_checkpoint,
     write_meta,
 )
@@ -32,6 +34,38 @@ def test_sealed_checkpoint_verifies_and_lists_its_files(tmp_path):
     assert meta["iteration"] == 10
     assert set(meta["files"]) == {"state.pt", "rank_0.pt"}
     assert not list(directory.glob("*.tmp"))
+
+
+def _upload_then_seal(source, fs, dest, fetch):
+    """Uploads without the seal, checks the copy is refused, seals, checks it verifies."""
+    upload_files(source, fs, dest, meta=False)
+    assert "meta.json" not in {i.base_name for i in fs.get_file_info(pafs.FileSelector(dest))}
+    with pytest.raises(CheckpointError, match="meta.json is missing"):
+        verify_checkpoint(fetch())
+    upload_files(source, fs, dest, meta=True)
+    assert verify_checkpoint(fetch())["iteration"] == 10
+
+
+def test_upload_writes_the_seal_only_when_asked(tmp_path):
+    source = _sealed(tmp_path)
+    dest = tmp_path / "storage" / "run" / source.name
+    _upload_then_seal(source, pafs.LocalFileSystem(), str(dest), lambda: dest)
+
+
+@pytest.mark.s3
+@pytest.mark.timeout(60)
+def test_upload_to_s3_writes_the_seal_only_when_asked(s3_env, tmp_path):
+    source = _sealed(tmp_path)
+    fs = s3_env.filesystem()
+    dest = f"{s3_env.make_bucket('upload-seal')}/run/{source.name}"
+
+    def fetch():
+        local = tmp_path / f"fetched{len(list(tmp_path.glob('fetched*')))}"
+        local.mkdir()
+        pafs.copy_files(dest, str(local), source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
+        return local
+
+    _upload_then_seal(source, fs, dest, fetch)
 
 
 def test_missing_meta_means_an_interrupted_write(tmp_path):

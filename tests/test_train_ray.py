@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from train_support import (
@@ -66,5 +68,10 @@ def test_stop_and_resume_reproduces_an_uninterrupted_run(tmp_path, cache_dir):
         # ...then resumed without the fault
         assert train(f"--resume={broken}", "--set=fault.fail_at_iter=null") == 0
     fs, straight = run_folder(str(tmp_path), "straight")
+    for name in checkpoint_names(fs, straight):
+        # the seal lands after both ranks' files (file times tick coarsely, so ties are allowed)
+        stamps = {p.name: p.stat().st_mtime_ns for p in (Path(straight) / name).iterdir()}
+        assert {"state.pt", "rank_0.pt", "rank_1.pt", "meta.json"} <= set(stamps), name
+        assert stamps["meta.json"] == max(stamps.values()), (name, stamps)
     with fetched(fs, f"{straight}/checkpoint_00000008") as a, fetched(fs, f"{broken}/checkpoint_00000008") as b:
         assert_same_state(load_checkpoint(a), load_checkpoint(b))

@@ -44,7 +44,7 @@ def keep_best(checkpoint: Checkpoint, metrics: dict[str, Any]) -> str:
     name = f"best_{int(metrics['iteration']):08d}"
     target = f"{run_dir}/{name}"
     fs.create_dir(target, recursive=True)
-    copy_files(path, target, source_filesystem=fs, destination_filesystem=fs)
+    copy_files(path, target, source_filesystem=fs, destination_filesystem=fs, use_threads=False)  # apache/arrow#32372
     pointer = {
         "checkpoint": name, "iteration": int(metrics["iteration"]), "miou": float(metrics["val/miou"]),
         "epoch": int(metrics.get("epoch", 0)),

@@ -7,7 +7,8 @@ A checkpoint is a directory:
   meta.json       written last: format, iteration, metrics, and the size + sha256 of every file
 
 `verify_checkpoint` refuses a directory whose meta.json is missing or does not match its files, so a
-crash in the middle of writing leaves that checkpoint unusable and the previous one in charge.
+crash in the middle of writing leaves that checkpoint unusable and the previous one in charge. The copy
+to the run's storage keeps that order: every rank's files first, meta.json after (`upload_files`).
 Everything is read with `torch.load(weights_only=True)`: nothing in a checkpoint is unpickled.
 """
 
@@ -63,6 +64,20 @@ def write_meta(directory: Path, meta: dict[str, Any]) -> None:
     tmp = directory / (META + ".tmp")
     tmp.write_text(json.dumps(body, indent=1, sort_keys=True))
     os.replace(tmp, directory / META)
+
+
+def upload_files(directory: Path, fs: Any, dest: str, *, meta: bool) -> None:
+    """Copies the checkpoint's files to `dest` on the pyarrow filesystem `fs`, one at a time: all but
+    meta.json, or (`meta=True`) meta.json alone. A folder copy goes in listing order, which put meta.json
+    (the seal) before state.pt, so a store lost mid-upload left a sealed-looking, incomplete checkpoint."""
+    from pyarrow.fs import LocalFileSystem, copy_files
+
+    fs.create_dir(dest, recursive=True)
+    names = [META] if meta else sorted(p.name for p in Path(directory).iterdir() if p.is_file() and p.name != META)
+    for name in names:
+        # One stream per file; threads are unsafe for S3 uploads (apache/arrow#32372).
+        copy_files(str(Path(directory) / name), f"{dest.rstrip('/')}/{name}", source_filesystem=LocalFileSystem(),
+                   destination_filesystem=fs, chunk_size=64 << 20, use_threads=False)
 
 
 def verify_checkpoint(directory: str | Path) -> dict[str, Any]:

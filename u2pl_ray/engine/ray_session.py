@@ -11,10 +11,11 @@ from typing import Any, Iterator
 
 import ray
 import ray.train
-from ray.train import Checkpoint
+from ray.train import Checkpoint, CheckpointUploadMode
 
 from u2pl_ray.config import build_config
-from u2pl_ray.engine.checkpoint import CheckpointError, verify_checkpoint
+from u2pl_ray.engine.checkpoint import CheckpointError, upload_files, verify_checkpoint
+from u2pl_ray.engine.collectives import barrier
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +62,22 @@ class RaySession:
         self.run_uri = run_uri
 
     def report(self, metrics: dict[str, Any], checkpoint_dir: Path | None, checkpoint_name: str | None) -> None:
-        checkpoint = Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir is not None else None
-        ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=checkpoint_name)
+        if checkpoint_dir is None:
+            ray.train.report(metrics)
+            return
+        # Uploaded here rather than by Ray, which copies each rank's folder in listing order and in parallel
+        # with the other ranks: meta.json must land after every rank's files, or it seals nothing.
+        storage = ray.train.get_context().get_storage()
+        fs = storage.storage_filesystem
+        dest = storage.build_checkpoint_path_from_name(checkpoint_name)
+        upload_files(checkpoint_dir, fs, dest, meta=False)
+        barrier()
+        checkpoint = None
+        if self.rank == 0:
+            upload_files(checkpoint_dir, fs, dest, meta=True)
+            checkpoint = Checkpoint(dest, filesystem=fs)
+        ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=checkpoint_name,
+                         checkpoint_upload_mode=CheckpointUploadMode.NO_UPLOAD)
 
     @contextlib.contextmanager
     def latest_checkpoint(self) -> Iterator[Path | None]:
