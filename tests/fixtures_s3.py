@@ -119,7 +119,9 @@ class SeaweedServer:
             "-s3", f"-s3.port={p['s3']}", f"-s3.port.grpc={p['s3_grpc']}",
             "-s3.port.iceberg=0", "-s3.port.lance=0", f"-s3.config={self.dir / 's3.json'}",
             f"-filer.localSocket={self.dir / 'filer.sock'}", f"-s3.localSocket={self.dir / 's3.sock'}",
-            "-master.telemetry=false", "-volume.max=64", "-master.volumeSizeLimitMB=64",
+            # Every bucket is a collection that takes 7 volumes at its first write: 64 volumes held 9 buckets,
+            # and the suite's tenth got "no free volumes" (an INTERNAL_FAILURE on upload). Volumes are sparse.
+            "-master.telemetry=false", "-volume.max=512", "-master.volumeSizeLimitMB=64",
             # A restart (stop/start of the same folder) waits for a raft election: 10 s by default.
             "-master.electionTimeout=1s",
         ]
