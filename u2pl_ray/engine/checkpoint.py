@@ -72,11 +72,15 @@ def upload_files(directory: Path, fs: Any, dest: str, *, meta: bool) -> None:
     (the seal) before state.pt, so a store lost mid-upload left a sealed-looking, incomplete checkpoint."""
     from pyarrow.fs import LocalFileSystem, copy_files
 
-    fs.create_dir(dest, recursive=True)
-    names = [META] if meta else sorted(p.name for p in Path(directory).iterdir() if p.is_file() and p.name != META)
+    directory = Path(directory)
+    if meta:
+        names = [META]  # its folder exists: the rank's own files went first
+    else:
+        fs.create_dir(dest, recursive=True)
+        names = sorted(p.name for p in directory.iterdir() if p.is_file() and p.name != META)
     for name in names:
         # One stream per file; threads are unsafe for S3 uploads (apache/arrow#32372).
-        copy_files(str(Path(directory) / name), f"{dest.rstrip('/')}/{name}", source_filesystem=LocalFileSystem(),
+        copy_files(str(directory / name), f"{dest.rstrip('/')}/{name}", source_filesystem=LocalFileSystem(),
                    destination_filesystem=fs, chunk_size=64 << 20, use_threads=False)
 
 
