@@ -124,7 +124,7 @@ def bench_ray(cfg, epochs: int, storage: str) -> list[tuple[int, float]]:
         _ray_loop, train_loop_config={"config": config_to_dict(cfg), "n": n, "info": info, "epochs": epochs,
                                       "out": f"{storage}/result.json"},
         scaling_config=ScalingConfig(num_workers=1, resources_per_worker={"CPU": 0.5}),
-        datasets=build_train_datasets(cfg.data, info, mode="supervised"),
+        datasets=build_train_datasets(cfg.data, info, mode="supervised", iters_per_epoch=n, world_size=1),
         dataset_config=train_dataset_config(cfg.data), run_config=RunConfig(name="bench", storage_path=storage),
     )
     trainer.fit()

@@ -133,7 +133,8 @@ def two_workers(ray_s3):
     trainer = TorchTrainer(
         _loop, train_loop_config=loop_config,
         scaling_config=ScalingConfig(num_workers=2, resources_per_worker={"CPU": 0.5}),
-        datasets=build_train_datasets(plain.data, info), dataset_config=train_dataset_config(plain.data),
+        datasets=build_train_datasets(plain.data, info, iters_per_epoch=n, world_size=2),
+        dataset_config=train_dataset_config(plain.data),
         run_config=RunConfig(name="two-workers", storage_path=str(tmp / "runs")),
     )
     trainer.fit()
@@ -179,7 +180,8 @@ def test_deterministic_batches_do_not_depend_on_where_decoding_runs(ray_s3):
         cfg = config(root, "data.deterministic=true", f"data.decode={decode}")
         info = load_dataset_info(cfg.data)
         n = iters_per_epoch(info, cfg.data, 1)
-        datasets = build_train_datasets(cfg.data, info)  # given for the API; deterministic mode reads its plan
+        # given for the API; deterministic mode reads its plan
+        datasets = build_train_datasets(cfg.data, info, iters_per_epoch=n, world_size=1)
         stream = TrainStream(cfg.data, labeled=datasets["labeled"].iterator(),
                              unlabeled=datasets["unlabeled"].iterator(), rank=0, world_size=1, seed=5,
                              iters_per_epoch=n, info=info)
@@ -204,7 +206,7 @@ def test_bad_rows_through_ray_raise_or_are_counted(ray_s3, decode):
     for policy in ("error", "skip"):
         cfg = config(bad_root, f"data.decode={decode}", f"data.on_bad_sample={policy}")
         info = load_dataset_info(cfg.data)
-        datasets = build_train_datasets(cfg.data, info, mode="supervised")
+        datasets = build_train_datasets(cfg.data, info, mode="supervised", iters_per_epoch=2, world_size=1)
         stream = TrainStream(cfg.data, labeled=datasets["labeled"].iterator(), rank=0, world_size=1, seed=0,
                              iters_per_epoch=2, info=info)
         if policy == "error":
@@ -213,3 +215,24 @@ def test_bad_rows_through_ray_raise_or_are_counted(ray_s3, decode):
         else:
             assert len(list(stream.epoch(0))) == 2
             assert stream.counters()["skipped_bad_samples"] == 1 and stream.counters()["padded_samples"] == 1
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("deterministic", [False, True])
+def test_a_supervised_epoch_longer_than_the_labelled_set_cycles_through_it(ray_s3, deterministic):
+    """24 labelled images, 18 batches of 4: every image three times, no batch repeated, nothing padded
+    (the stream used to pad with one identical batch once its single pass ran out)."""
+    root, _ = ray_s3
+    cfg = config(root, f"data.deterministic={str(deterministic).lower()}")
+    info = load_dataset_info(cfg.data)
+    n = iters_per_epoch(info, cfg.data, 1, mode="supervised", fixed=18)
+    datasets = build_train_datasets(cfg.data, info, mode="supervised", iters_per_epoch=n, world_size=1)
+    stream = TrainStream(cfg.data, labeled=datasets["labeled"].iterator(), rank=0, world_size=1, seed=3,
+                         iters_per_epoch=n, info=info)
+    batches = list(stream.epoch(0))
+    assert len(batches) == 18
+    ids = [i for b in batches for i in b.ids_l]
+    assert len(set(ids)) == 24
+    assert all(ids.count(i) == 3 for i in set(ids))
+    assert len({hashlib.sha1(b.image_l.numpy().tobytes()).hexdigest() for b in batches}) == 18
+    assert stream.counters()["padded_samples"] == 0

@@ -196,13 +196,13 @@ def run_training(cfg: Config, name: str, storage: Storage, *, config_path: str |
 
     started = time.monotonic()
     info = load_dataset_info(cfg.data)
+    world = max(1, cfg.scaling.num_workers)
+    iters = iters_per_epoch(info, cfg.data, world, mode=cfg.method.mode, fixed=cfg.schedule.iters_per_epoch)
     if init_ray(address):
         from u2pl_ray.data.stream import check_cpu_budget
 
         check_cpu_budget(cfg.data, cfg.scaling.num_workers, cfg.scaling.cpus_per_worker,
                          ray.cluster_resources().get("CPU", 0))
-    world = max(1, cfg.scaling.num_workers)
-    iters = cfg.schedule.iters_per_epoch or iters_per_epoch(info, cfg.data, world, mode=cfg.method.mode)
     run = storage.join(name)
     write_run_config(run, cfg)
     print(f"run {name}: {cfg.schedule.epochs} epochs x {iters} iterations on {world} worker(s); "
@@ -212,7 +212,8 @@ def run_training(cfg: Config, name: str, storage: Storage, *, config_path: str |
     tb_dir = Path(run.path) / "tensorboard" if run.is_local else Path(tempfile.mkdtemp(prefix="u2pl-tb-"))
     printer = ProgressPrinter(cfg.schedule.epochs, tensorboard_dir=tb_dir if cfg.tensorboard else None)
     trainer = build_trainer(cfg, name=name, storage=storage, dataset_info=info, iters_per_epoch=iters,
-                            datasets=build_train_datasets(cfg.data, info, mode=cfg.method.mode), board=board)
+                            datasets=build_train_datasets(cfg.data, info, mode=cfg.method.mode, iters_per_epoch=iters,
+                                                          world_size=world), board=board)
     result, error = fit_with_progress(trainer, board, printer)
     wall = time.monotonic() - started
     finish_artefacts(run, tb_dir if cfg.tensorboard else None)

@@ -45,11 +45,12 @@ def run_trial(params: dict[str, Any], *, base: dict[str, Any], dataset_info: Any
 
     cfg = build_config(apply_params(base, params), source=f"trial {params}")
     world = max(1, cfg.scaling.num_workers)
-    iters = cfg.schedule.iters_per_epoch or iters_per_epoch(dataset_info, cfg.data, world, mode=cfg.method.mode)
+    iters = iters_per_epoch(dataset_info, cfg.data, world, mode=cfg.method.mode, fixed=cfg.schedule.iters_per_epoch)
     trainer = build_trainer(
         cfg, name=ray.tune.get_context().get_trial_id(), storage=resolve_storage(trials_uri),
         dataset_info=dataset_info, iters_per_epoch=iters,
-        datasets=build_train_datasets(cfg.data, dataset_info, mode=cfg.method.mode),
+        datasets=build_train_datasets(cfg.data, dataset_info, mode=cfg.method.mode, iters_per_epoch=iters,
+                                      world_size=world),
         callbacks=[TuneReportCallback()],
     )
     trainer.fit()
@@ -143,11 +144,14 @@ def resolve_sweep(args: argparse.Namespace) -> tuple[Config, Storage, str]:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     from u2pl_ray.data.errors import DataError
-    from u2pl_ray.data.stream import load_dataset_info
+    from u2pl_ray.data.stream import iters_per_epoch, load_dataset_info
 
     try:
         cfg, sweep, name = resolve_sweep(args)
         info = load_dataset_info(cfg.data)
+        # Refuses what every trial would fail on (a u2pl sweep over a split without unlabelled images).
+        iters_per_epoch(info, cfg.data, cfg.scaling.num_workers, mode=cfg.method.mode,
+                        fixed=cfg.schedule.iters_per_epoch)
         init_ray(args.address)
         tuner = build_tuner(cfg, sweep, name, info, restore=bool(args.resume))
     except (ConfigError, DataError) as exc:

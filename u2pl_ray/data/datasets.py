@@ -1,9 +1,10 @@
 """The Ray Datasets of training.
 
 Default (`data.deterministic: false`): `build_train_datasets` reads the labelled and unlabelled shards
-with Ray Data (file order shuffled at every epoch; the labelled files listed ceil(N_u/N_l) times, so
-one pass holds the resampled labelled list of spec §6.3), optionally decodes in a `map_batches` stage,
-and Ray Train splits each stream across the workers (`train_dataset_config`).
+with Ray Data (file order shuffled at every epoch; each stream's files listed as often as an epoch of
+every worker needs: the labelled ones at least ceil(N_u/N_l) times, so one pass holds the resampled
+labelled list of spec §6.3), optionally decodes in a `map_batches` stage, and Ray Train splits each
+stream across the workers (`train_dataset_config`).
 
 Deterministic: every worker builds, per epoch, a Ray Dataset of its own plan segments (u2pl_ray.data.plan)
 with order preserved; the datasets given to Ray Train are then left unsplit and unread.
@@ -15,7 +16,7 @@ import json
 from typing import Any, Sequence
 
 from u2pl_ray.data.errors import DataError
-from u2pl_ray.data.info import DatasetInfo, labeled_repeats
+from u2pl_ray.data.info import DatasetInfo, stream_repeats
 from u2pl_ray.data.plan import STREAM_LABELED, STREAM_UNLABELED, Segment
 from u2pl_ray.data.readtask import read_segments
 from u2pl_ray.data.rows import RowSpec
@@ -49,14 +50,17 @@ def check_cpu_budget(cfg, num_workers: int, cpus_per_worker: float, cluster_cpus
             "would wait forever. Lower scaling.cpus_per_worker (e.g. 0.5 on a 2-core machine) or data.ray_task_cpus")
 
 
-def build_train_datasets(cfg, info: DatasetInfo, mode: str = "u2pl") -> dict[str, Any]:
+def build_train_datasets(cfg, info: DatasetInfo, mode: str = "u2pl", *, iters_per_epoch: int,
+                         world_size: int) -> dict[str, Any]:
     """{"labeled": Dataset, "unlabeled": Dataset}. "unlabeled" is an empty dataset in supervised mode or
-    when the split has no unlabelled images, so `get_dataset_shard("unlabeled")` always works."""
+    when the split has no unlabelled images, so `get_dataset_shard("unlabeled")` always works. Each
+    stream lists its files often enough that one pass covers an epoch of every worker (`stream_repeats`)."""
     import ray.data
 
-    labeled = _files_dataset(cfg, info, "labeled", labeled_repeats(info, mode))
+    needed = iters_per_epoch * cfg.batch_size * max(1, world_size)
+    labeled = _files_dataset(cfg, info, "labeled", stream_repeats(info, "labeled", mode, needed))
     if mode == "u2pl" and info.num_unlabeled > 0:
-        unlabeled = _files_dataset(cfg, info, "unlabeled", 1)
+        unlabeled = _files_dataset(cfg, info, "unlabeled", stream_repeats(info, "unlabeled", mode, needed))
     else:
         unlabeled = ray.data.from_items([])
     return {"labeled": labeled, "unlabeled": unlabeled}

@@ -106,10 +106,22 @@ def check_all_shards(info: DatasetInfo) -> None:
         list(pool.map(lambda ref: open_shard(fs, path, ref, info.root), refs))
 
 
-def iters_per_epoch(info: DatasetInfo, cfg, world_size: int, mode: str = "u2pl") -> int:
-    """floor(ceil(N / W) / B) (spec §1.5) with N the unlabelled images; the labelled ones in supervised
-    mode or when the split has no unlabelled images."""
-    use_unlabeled = mode == "u2pl" and info.num_unlabeled > 0
+def check_split_for_mode(info: DatasetInfo, mode: str) -> None:
+    """DataError when a semi-supervised run is asked of a split without unlabelled images: every worker
+    would fail on its first step (and be retried `max_failures` times)."""
+    if mode == "u2pl" and info.num_unlabeled == 0:
+        raise DataError(f"split '{info.split}' of {redact(info.root)} has no unlabelled images "
+                        f"({info.num_labeled} labelled): method.mode=u2pl needs some. Choose a split with "
+                        "unlabelled images, or train it with method.mode=supervised")
+
+
+def iters_per_epoch(info: DatasetInfo, cfg, world_size: int, mode: str = "u2pl", fixed: int | None = None) -> int:
+    """`fixed` (schedule.iters_per_epoch) when given, else floor(ceil(N / W) / B) (spec §1.5) with N the
+    unlabelled images, or the labelled ones in supervised mode. Checks first that the split suits `mode`."""
+    check_split_for_mode(info, mode)
+    if fixed:
+        return int(fixed)
+    use_unlabeled = mode == "u2pl"
     total = info.num_unlabeled if use_unlabeled else info.num_labeled
     world = max(1, int(world_size))
     n = math.ceil(total / world) // cfg.batch_size
@@ -120,8 +132,15 @@ def iters_per_epoch(info: DatasetInfo, cfg, world_size: int, mode: str = "u2pl")
     return n
 
 
-def labeled_repeats(info: DatasetInfo, mode: str = "u2pl") -> int:
-    """How many times the labelled list is repeated per epoch (spec §6.3: ceil(N_u / N_l))."""
-    if mode != "u2pl" or info.num_unlabeled == 0:
+def stream_repeats(info: DatasetInfo, role: str, mode: str, samples_per_epoch: int) -> int:
+    """How many times a stream lists its rows per epoch so that one pass feeds every worker's
+    `samples_per_epoch` share (iters x batch x workers) without padding: at least ceil(N_u / N_l) for
+    the labelled stream of a semi-supervised run (spec §6.3), and enough to cover a fixed
+    schedule.iters_per_epoch that is longer than the data (the stream cycles, reshuffled)."""
+    rows = info.part(role).rows
+    if rows <= 0:
         return 1
-    return max(1, math.ceil(info.num_unlabeled / max(1, info.num_labeled)))
+    repeats = math.ceil(samples_per_epoch / rows)
+    if role == "labeled" and mode == "u2pl" and info.num_unlabeled > 0:
+        repeats = max(repeats, math.ceil(info.num_unlabeled / rows))
+    return max(1, repeats)

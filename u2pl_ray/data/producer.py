@@ -105,11 +105,14 @@ def _decode_here(batch: dict[str, np.ndarray], positions: np.ndarray, spec: RowS
 
 def batches_of(items: Iterator[Item], batch_size: int, count: int, with_masks: bool, counters: Counters,
                position_base: int, stop: threading.Event) -> Iterator[StackedBatch]:
-    """Exactly `count` batches. When the items run out (uneven split, skipped rows), the batch is filled
-    with samples already delivered this epoch, as DistributedSampler pads; an empty stream is an error."""
-    recent: deque[Item] = deque(maxlen=max(4 * batch_size, 16))
+    """Exactly `count` batches. The streams are sized to cover the epoch (`stream_repeats`), so items run
+    short only when rows were skipped as bad; the missing places are then filled by cycling through the
+    samples delivered last, in order, as DistributedSampler pads (a running index, so successive padded
+    batches differ). An empty stream is an error."""
+    recent: deque[Item] = deque(maxlen=max(16 * batch_size, 64))
     entries = 0
     exhausted = False
+    cursor = 0  # padding position, kept across batches
     for _ in range(count):
         chosen: list[Item] = []
         padded = 0
@@ -120,7 +123,8 @@ def batches_of(items: Iterator[Item], batch_size: int, count: int, with_masks: b
                 if not recent:
                     raise DataError("the stream delivered no usable sample this epoch (too few rows for this "
                                     "worker, or all of them skipped as bad)")
-                item = recent[(len(chosen) + padded) % len(recent)]
+                item = recent[cursor % len(recent)]
+                cursor += 1
                 padded += 1
             else:
                 recent.append(item)

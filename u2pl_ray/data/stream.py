@@ -2,8 +2,8 @@
 
 Driver:
     info = load_dataset_info(cfg.data)
-    datasets = build_train_datasets(cfg.data, info, mode=cfg.method.mode)
-    n = iters_per_epoch(info, cfg.data, world_size, mode=cfg.method.mode)
+    n = iters_per_epoch(info, cfg.data, world_size, mode=cfg.method.mode, fixed=cfg.schedule.iters_per_epoch)
+    datasets = build_train_datasets(cfg.data, info, mode=cfg.method.mode, iters_per_epoch=n, world_size=world_size)
     TorchTrainer(..., datasets=datasets, dataset_config=train_dataset_config(cfg.data))
 Worker:
     stream = TrainStream(cfg.data, labeled=get_dataset_shard("labeled"), unlabeled=... or None,
@@ -11,9 +11,9 @@ Worker:
     for batch in stream.epoch(epoch, start=k): ...   # exactly n - k batches
     stream.counters(); stream.state_dict(); stream.load_state_dict(state)
 
-The unlabelled stream defines the epoch; the labelled one is resampled to the same length (spec §6.3).
-Every rank yields exactly n batches per epoch (short streams are padded, see producer.batches_of), so
-collectives stay in lock-step.
+The unlabelled stream defines the epoch; the labelled one is resampled to the same length (spec §6.3),
+and either cycles when n is fixed longer than the data. Every rank yields exactly n batches per epoch
+(a share left short by skipped rows is padded, see producer.batches_of), so collectives stay in lock-step.
 """
 
 from __future__ import annotations
