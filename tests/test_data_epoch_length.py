@@ -2,6 +2,7 @@
 only what skipped rows leave short and never one batch over and over, and the split checked for the mode."""
 
 import threading
+from pathlib import Path
 
 import pytest
 import torch
@@ -70,3 +71,15 @@ def test_padding_cycles_through_the_delivered_samples_instead_of_repeating_one_b
     # every delivered sample is used for padding about equally often (a DistributedSampler-like cycle)
     uses = [sum(ident.count(f"id{i}") for ident in padded) for i in range(40)]
     assert max(uses) - min(uses) <= 1
+
+
+def test_train_refuses_u2pl_on_a_fully_labelled_split_before_starting_anything(tmp_path, capsys):
+    from u2pl_ray.train import main
+
+    tiny = Path(__file__).resolve().parent.parent / "configs" / "tiny.yaml"
+    rc = main(["--config", str(tiny), f"--set=data.cache_dir={tmp_path}", "--set=data.split=full",
+               "--set=data.synthetic.labeled_fractions=[full]", f"--set=storage.path={tmp_path / 'runs'}"])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "split 'full' of" in err and "has no unlabelled images" in err and "method.mode=supervised" in err
+    assert not (tmp_path / "runs").exists(), "refused before the run folder or Ray started"

@@ -10,6 +10,7 @@ from u2pl_ray.engine.checkpoint import (
     META,
     CheckpointError,
     capture_rng,
+    file_entry,
     load_torch,
     restore_rng,
     save_torch,
@@ -34,6 +35,23 @@ def test_sealed_checkpoint_verifies_and_lists_its_files(tmp_path):
     assert meta["iteration"] == 10
     assert set(meta["files"]) == {"state.pt", "rank_0.pt"}
     assert not list(directory.glob("*.tmp"))
+
+
+def test_the_seal_covers_the_files_other_ranks_wrote_elsewhere(tmp_path):
+    # rank 1 writes its file in its own folder; both meet in storage, rank 0's seal lists both
+    rank1 = tmp_path / "rank1"
+    rank1.mkdir()
+    save_torch({"rng": capture_rng()}, rank1 / "rank_1.pt")
+    directory = tmp_path / "checkpoint_00000010"
+    directory.mkdir()
+    save_torch({"w": torch.arange(4.0)}, directory / "state.pt")
+    save_torch({"rng": capture_rng()}, directory / "rank_0.pt")
+    write_meta(directory, {"iteration": 10}, other_files={"rank_1.pt": file_entry(rank1 / "rank_1.pt")})
+    assert set(json.loads((directory / META).read_text())["files"]) == {"state.pt", "rank_0.pt", "rank_1.pt"}
+    with pytest.raises(CheckpointError, match="rank_1.pt is missing"):
+        verify_checkpoint(directory)  # rank 1's upload never landed: not a usable checkpoint
+    (rank1 / "rank_1.pt").rename(directory / "rank_1.pt")
+    assert verify_checkpoint(directory)["iteration"] == 10
 
 
 def _upload_then_seal(source, fs, dest, fetch):
@@ -117,3 +135,24 @@ def test_rng_round_trip_through_a_weights_only_file(tmp_path):
     random.seed(9), np.random.seed(9), torch.manual_seed(9)
     restore_rng(load_torch(tmp_path / "rng.pt"))
     assert (random.random(), np.random.rand(), torch.rand(1).item()) == expected
+
+
+def test_resume_tries_the_newest_sealed_checkpoint_even_when_rays_list_lags(tmp_path):
+    from ray.train import Checkpoint
+
+    from u2pl_ray.engine.ray_session import resume_candidates
+
+    local = pafs.LocalFileSystem()
+    run = tmp_path / "run"
+    for it in (3, 4, 6):
+        (run / f"checkpoint_{it:08d}").mkdir(parents=True)
+    (run / "best_00000004").mkdir()
+    # Ray's list knows iteration 3 or 4 as its latest; the folder holds 6 sealed: 6 first, then older ones
+    for known in (3, 4):
+        latest = Checkpoint(str(run / f"checkpoint_{known:08d}"), filesystem=local)
+        names = [c.path.rsplit("/", 1)[-1] for c in resume_candidates(latest, local, str(run))]
+        assert names == ["checkpoint_00000006", "checkpoint_00000004", "checkpoint_00000003"]
+    # without a run folder, Ray's latest and its siblings; with neither, nothing
+    names = [c.path.rsplit("/", 1)[-1] for c in resume_candidates(latest, None, None)]
+    assert names[0] == "checkpoint_00000006" and len(names) == 3
+    assert resume_candidates(None, local, str(tmp_path / "empty")) == []

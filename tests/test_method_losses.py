@@ -96,3 +96,14 @@ def test_unsupervised_with_nothing_kept_is_zero_not_nan():
     assert res.loss.item() == 0.0 and res.reliable_share.item() == 0.0
     res.loss.backward()
     assert pred.grad is not None
+
+
+@pytest.mark.parametrize("criterion", ["ce", "ohem"])
+def test_an_all_ignored_labelled_batch_contributes_zero_not_nan(criterion):
+    pred = torch.randn(2, 3, 4, 4, requires_grad=True)
+    aux = torch.randn(2, 3, 4, 4, requires_grad=True)
+    label = torch.full((2, 8, 8), 255, dtype=torch.long)
+    loss = supervised_loss(pred, label, aux=aux, criterion=criterion, ohem_min_kept=10)
+    assert loss.item() == 0.0
+    loss.backward()
+    assert torch.equal(pred.grad, torch.zeros_like(pred)) and torch.equal(aux.grad, torch.zeros_like(aux))

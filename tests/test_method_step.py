@@ -175,6 +175,8 @@ def test_supervised_mode_needs_no_teacher_nor_unlabelled_batch():
     loss, metrics = step.losses(student, None, image_l, label_l, None, epoch=3, iteration=15)
     loss.backward()
     assert metrics["total"] == metrics["sup"] > 0 and step.memory_bank is None
+    # every head is in the graph (DDP without unused-parameter search fails otherwise on 2+ workers)
+    assert all(p.grad is not None for p in student.parameters())
     step.update_teacher(None, student, epoch=3, iteration=15)
 
 

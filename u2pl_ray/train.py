@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shutil
 import signal
 import subprocess
 import sys
@@ -214,9 +215,13 @@ def run_training(cfg: Config, name: str, storage: Storage, *, config_path: str |
     trainer = build_trainer(cfg, name=name, storage=storage, dataset_info=info, iters_per_epoch=iters,
                             datasets=build_train_datasets(cfg.data, info, mode=cfg.method.mode, iters_per_epoch=iters,
                                                           world_size=world), board=board)
-    result, error = fit_with_progress(trainer, board, printer)
-    wall = time.monotonic() - started
-    finish_artefacts(run, tb_dir if cfg.tensorboard else None)
+    try:
+        result, error = fit_with_progress(trainer, board, printer)
+        wall = time.monotonic() - started
+        finish_artefacts(run, tb_dir if cfg.tensorboard else None)
+    finally:
+        if not run.is_local:
+            shutil.rmtree(tb_dir, ignore_errors=True)  # the staging copy; storage has the events now
     if error is not None:
         print(f"error: training failed: {error}", file=sys.stderr)
         print(f"resume with: python -m u2pl_ray.train --resume {run.uri}", file=sys.stderr)

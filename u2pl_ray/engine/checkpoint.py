@@ -4,7 +4,8 @@ A checkpoint is a directory:
   state.pt        shared state (student, teacher, optimiser, scaler, memory bank, progress), rank 0
   rank_<r>.pt     per-rank state (RNG states, the method's generators, data position)
   config.yaml     the resolved config of the run
-  meta.json       written last: format, iteration, metrics, and the size + sha256 of every file
+  meta.json       written last: format, iteration, metrics, and the size + sha256 of every file,
+                  every rank's included
 
 `verify_checkpoint` refuses a directory whose meta.json is missing or does not match its files, so a
 crash in the middle of writing leaves that checkpoint unusable and the previous one in charge. The copy
@@ -53,14 +54,21 @@ def save_torch(obj: Any, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def write_meta(directory: Path, meta: dict[str, Any]) -> None:
-    """Seals a checkpoint directory: lists every file with its size and hash, then writes meta.json."""
-    files = {}
+def file_entry(path: Path) -> dict[str, Any]:
+    """What the seal records of one file: its size and sha256."""
+    return {"size": path.stat().st_size, "sha256": _sha256(path)}
+
+
+def write_meta(directory: Path, meta: dict[str, Any], other_files: dict[str, dict[str, Any]] | None = None) -> None:
+    """Seals a checkpoint directory: lists every file with its size and hash, and `other_files` (the
+    other ranks' files, written in their own folders and meeting this one in storage), then writes
+    meta.json. A checkpoint missing any listed file fails verification."""
+    files = dict(other_files or {})
     for path in sorted(directory.iterdir()):
         if path.name == META or path.name.endswith(".tmp") or not path.is_file():
             continue
-        files[path.name] = {"size": path.stat().st_size, "sha256": _sha256(path)}
-    body = {"format": FORMAT, **meta, "files": files}
+        files[path.name] = file_entry(path)
+    body = {"format": FORMAT, **meta, "files": dict(sorted(files.items()))}
     tmp = directory / (META + ".tmp")
     tmp.write_text(json.dumps(body, indent=1, sort_keys=True))
     os.replace(tmp, directory / META)

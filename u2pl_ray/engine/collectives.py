@@ -87,6 +87,15 @@ def broadcast_buffers_(module: nn.Module, src: int = 0) -> None:
         dist.broadcast(buffer, src)
 
 
+def all_gather_objects(obj: object) -> list:
+    """Every rank's `obj` (small, picklable), in rank order, on every rank."""
+    if not is_distributed():
+        return [obj]
+    out: list = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
 def barrier() -> None:
     if is_distributed():
         dist.barrier()

@@ -28,15 +28,22 @@ def _checkpoint_dirs(fs: Any, folder: str) -> list[str]:
     return sorted(i.path for i in infos if i.type == FileType.Directory and i.base_name.startswith("checkpoint_"))
 
 
-def _candidates(latest: Checkpoint) -> list[Checkpoint]:
-    """The newest checkpoint first, then its older siblings in the run folder (newest first)."""
-    fs, path = latest.filesystem, latest.path.rstrip("/")
-    try:
-        names = _checkpoint_dirs(fs, path.rsplit("/", 1)[0])
-    except OSError:
-        return [latest]
-    others = [Checkpoint(p, filesystem=fs) for p in reversed(names) if p.rstrip("/") != path]
-    return [latest, *others]
+def resume_candidates(latest: Checkpoint | None, fs: Any, folder: str | None) -> list[Checkpoint]:
+    """Every checkpoint to try, newest first: the run folder's (on `fs`) and Ray's latest, by name (names
+    carry the iteration). Ray's checkpoint list is saved after each checkpoint, so it may lag behind a
+    sealed newer one (a lost store, a killed driver): the folder, not the list, says what is newest."""
+    paths: dict[str, Checkpoint] = {}
+    if latest is not None:
+        paths[latest.path.rstrip("/")] = latest
+        if folder is None:
+            fs, folder = latest.filesystem, latest.path.rstrip("/").rsplit("/", 1)[0]
+    if folder is not None:
+        try:
+            for path in _checkpoint_dirs(fs, folder):
+                paths.setdefault(path.rstrip("/"), Checkpoint(path, filesystem=fs))
+        except OSError as exc:
+            log.warning("cannot list %s for checkpoints: %s", folder, exc)
+    return [paths[p] for p in sorted(paths, key=lambda p: p.rsplit("/", 1)[-1], reverse=True)]
 
 
 @contextlib.contextmanager
@@ -81,11 +88,16 @@ class RaySession:
 
     @contextlib.contextmanager
     def latest_checkpoint(self) -> Iterator[Path | None]:
-        latest = ray.train.get_checkpoint() or self._newest_in_run_folder()
-        if latest is None:
+        fs, folder = None, None
+        if self.run_uri:
+            from u2pl_ray.data.fs import resolve_filesystem
+
+            fs, folder = resolve_filesystem(self.run_uri)
+        candidates = resume_candidates(ray.train.get_checkpoint(), fs, folder)
+        if not candidates:
             yield None
             return
-        for candidate in _candidates(latest):
+        for candidate in candidates:
             with _local_copy(candidate, self.rank) as directory:
                 try:
                     verify_checkpoint(directory)
@@ -94,25 +106,7 @@ class RaySession:
                     continue
                 yield Path(directory)
                 return
-        raise CheckpointError(f"no usable checkpoint next to {latest.path}: every one failed verification")
-
-    def _newest_in_run_folder(self) -> Checkpoint | None:
-        """Ray's checkpoint list is saved after each checkpoint: a failure between the two (a lost store,
-        a killed driver) leaves a sealed checkpoint it does not know. Resume from the folder, not the list."""
-        if not self.run_uri:
-            return None
-        from u2pl_ray.data.fs import resolve_filesystem
-
-        try:
-            fs, path = resolve_filesystem(self.run_uri)
-            names = _checkpoint_dirs(fs, path)
-        except OSError as exc:
-            log.warning("cannot list %s for checkpoints: %s", self.run_uri, exc)
-            return None
-        if not names:
-            return None
-        log.warning("Ray Train knows no checkpoint of this run; resuming from the folder's newest, %s", names[-1])
-        return Checkpoint(names[-1], filesystem=fs)
+        raise CheckpointError(f"no usable checkpoint next to {candidates[0].path}: every one failed verification")
 
     def data_iterators(self) -> tuple[Any, Any]:
         return ray.train.get_dataset_shard("labeled"), ray.train.get_dataset_shard("unlabeled")

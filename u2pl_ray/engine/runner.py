@@ -38,6 +38,7 @@ class Progress:
     iteration: int = 0  # global, 0-based index of the next iteration
     best_miou: float = -1.0
     best_iteration: int = -1
+    evaluated_iteration: int = -1  # the iteration of the last validation checkpoint (validate_and_checkpoint)
     nonfinite_in_row: int = 0
     nonfinite_total: int = 0
     validations: int = 0
@@ -60,7 +61,6 @@ class Runner:
         self.c: Components | None = None
         self._run_start = time.perf_counter()
         self._images_seen = 0
-        self._last_checkpoint_iteration = -1
         self._picture_samples: list | None = None
         self.stopping = False
 
@@ -91,11 +91,16 @@ class Runner:
                 break
             self.progress.epoch += 1
             self.progress.batch_in_epoch = 0
-            last = self.progress.epoch == cfg.schedule.epochs
-            due = cfg.eval.every_epochs and self.progress.epoch % cfg.eval.every_epochs == 0
-            if (due or last) and self._last_checkpoint_iteration != self.progress.iteration:
+            # Not twice for one iteration: eval.every_iters, a stop, or the run this one resumed may have
+            # validated the epoch's last batch already.
+            if self.epoch_end_due(self.progress.epoch) and self.progress.evaluated_iteration != self.progress.iteration:
                 self.validate_and_checkpoint()
         return self.progress
+
+    def epoch_end_due(self, epochs_done: int) -> bool:
+        """Whether the end of epoch `epochs_done` validates and checkpoints (every_epochs, or the last)."""
+        every = self.cfg.eval.every_epochs
+        return bool(every and epochs_done % every == 0) or epochs_done == self.cfg.schedule.epochs
 
     def train_epoch(self) -> None:
         assert self.c is not None
@@ -114,10 +119,13 @@ class Runner:
                     self.stopping = True
                     self.validate_and_checkpoint(reason="stop")
                     return
+            epoch_end = self.progress.batch_in_epoch == self.iters_per_epoch
             if self.cfg.eval.every_iters and it % self.cfg.eval.every_iters == 0:
                 self.validate_and_checkpoint()
-            elif self.cfg.storage.checkpoint_every_iters and it % self.cfg.storage.checkpoint_every_iters == 0:
-                self.checkpoint(metrics=self.window.summary(), name=None)
+            elif (self.cfg.storage.checkpoint_every_iters and it % self.cfg.storage.checkpoint_every_iters == 0
+                  and not (epoch_end and self.epoch_end_due(epoch + 1))):
+                # (at a validating epoch end, that validation's checkpoint is this iteration's)
+                self.checkpoint(self.progress_metrics(self.window.summary()), name=None)
             wait_start = time.perf_counter()
 
     def set_learning_rate(self) -> float:
@@ -147,9 +155,11 @@ class Runner:
         else:
             prog.nonfinite_in_row = 0
             c.backward_and_step(loss)
-            with c.timer("ema"):
+        with c.timer("ema"):
+            if not bad:
                 c.step.update_teacher(c.teacher, c.unwrapped_student, epoch=prog.epoch, iteration=prog.iteration)
-                coll.broadcast_buffers_(c.teacher)
+            # The teacher's train-mode forward moved its BN statistics on each rank, skipped step or not.
+            coll.broadcast_buffers_(c.teacher)
         n_images = image_l.shape[0] + (image_u.shape[0] if image_u is not None else 0)
         self._images_seen += n_images * self.session.world_size
         metrics = {k: float(v) for k, v in metrics.items()}
@@ -189,6 +199,9 @@ class Runner:
         assert self.c is not None
         results: dict[str, float] = {}
         with_teacher = self.cfg.method.mode == "u2pl" and self.progress.epoch > self.cfg.method.sup_only_epochs
+        # Without SyncBatchNorm each rank's student keeps its own running statistics: score the student that
+        # is saved, rank 0's, on every rank.
+        coll.broadcast_buffers_(self.c.unwrapped_student)
         models = {"student": self.c.unwrapped_student}
         if with_teacher:
             models["teacher"] = self.c.teacher
@@ -219,13 +232,19 @@ class Runner:
                 prog.best_miou, prog.best_iteration = val["val/miou"], prog.iteration
             train = {k: metrics[k] for k in HISTORY_KEYS if k in metrics}
             prog.history.append({"iteration": prog.iteration, "epoch": prog.epoch, **train, **val})
-        metrics.update(
-            iteration=prog.iteration, epoch=prog.epoch, best_miou=prog.best_miou,
-            best_iteration=prog.best_iteration, wall_s=time.perf_counter() - self._run_start,
-            stop_reason=reason,
-        )
+        prog.evaluated_iteration = prog.iteration
+        metrics = self.progress_metrics(metrics)
+        metrics["stop_reason"] = reason
         self.checkpoint(metrics, name=f"checkpoint_{prog.iteration:08d}")
         self.window.reset()
+
+    def progress_metrics(self, metrics: dict[str, Any]) -> dict[str, Any]:
+        """`metrics` with where the run is: every report carries its iteration (the console and
+        TensorBoard place it by that)."""
+        prog = self.progress
+        return {**metrics, "iteration": prog.iteration, "epoch": prog.epoch, "max_iters": self.max_iters,
+                "best_miou": prog.best_miou, "best_iteration": prog.best_iteration,
+                "wall_s": time.perf_counter() - self._run_start}
 
     def maybe_draw_pictures(self) -> None:
         """Rank 0 draws the pseudo-label grid every `eval.images_every` validations."""
@@ -255,5 +274,4 @@ class Runner:
             directory.mkdir()
             save_state(directory, self.c, self.progress, self.session.rank, self.cfg, metrics, self.faults)
             self.session.report(metrics, directory, name)
-        self._last_checkpoint_iteration = self.progress.iteration
         self.window.add_time("time/checkpoint_s", time.perf_counter() - started)  # shows in the next report

@@ -8,12 +8,16 @@ import logging
 from pathlib import Path
 from typing import Any, TypeVar
 
+import torch
+
 from u2pl_ray import __version__
 from u2pl_ray.config import Config, dump_config
+from u2pl_ray.engine import collectives as coll
 from u2pl_ray.engine.checkpoint import (
     CheckpointError,
     CheckpointPaths,
     capture_rng,
+    file_entry,
     load_torch,
     restore_rng,
     save_torch,
@@ -48,13 +52,28 @@ def bank_digest(method_state: dict[str, Any]) -> str | None:
     return digest.hexdigest()
 
 
+def tensors_digest(tensors: Any) -> str:
+    """sha256 over named tensors (a state dict, or named buffers) in order."""
+    digest = hashlib.sha256()
+    for name, tensor in tensors:
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
 def save_state(directory: Path, c: Any, progress: Any, rank: int, cfg: Config, metrics: dict, faults: Any) -> None:
     paths = CheckpointPaths(directory)
     method_state = c.step.state_dict()
     method_shared, method_own = _split_method_state(method_state)
     stream_state = c.stream.state_dict() if hasattr(c.stream, "state_dict") else {}
+    # Digests of what must be identical on every rank, stored by each rank (tests compare them).
     save_torch({"rng": capture_rng(), "method": method_own, "stream": stream_state,
-                "bank_sha256": bank_digest(method_state)}, paths.rank(rank))
+                "bank_sha256": bank_digest(method_state),
+                "teacher_sha256": tensors_digest(c.teacher.state_dict().items()),
+                "student_buffers_sha256": tensors_digest(c.unwrapped_student.named_buffers())},
+               paths.rank(rank))
+    # The seal written by rank 0 lists every rank's file: a checkpoint missing one is not complete.
+    entries = coll.all_gather_objects((paths.rank(rank).name, file_entry(paths.rank(rank))))
     if rank != 0:
         return
     shared = {
@@ -72,8 +91,8 @@ def save_state(directory: Path, c: Any, progress: Any, rank: int, cfg: Config, m
     write_meta(directory, {
         "iteration": progress.iteration, "epoch": progress.epoch, "version": __version__,
         "metrics": numeric, "num_classes": c.num_classes, "classes": c.classes, "history": progress.history,
-        "resumes": progress.resumes,
-    })
+        "resumes": progress.resumes, "world_size": len(entries),
+    }, other_files=dict(entries))
 
 
 def _load_module(module: Any, state: dict, what: str, directory: Path) -> None:

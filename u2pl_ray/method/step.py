@@ -98,8 +98,9 @@ class U2PLStep:
 
     @staticmethod
     def _zero(out: dict) -> Tensor:
-        """0 * rep.sum(): a zero that keeps every head in the graph (DDP without unused parameters)."""
-        return 0.0 * (out["rep"] if "rep" in out else out["pred"]).float().sum()
+        """0 * the sum of every output: a zero that keeps every head (representation, aux) in the graph,
+        as DDP without unused-parameter search needs."""
+        return sum(0.0 * v.float().sum() for v in out.values() if isinstance(v, Tensor))
 
     def losses(
         self,
@@ -120,7 +121,8 @@ class U2PLStep:
                 out = student(image_l)
             with self.phase("sup_loss"):
                 sup = self._supervised(out, label_l)
-            return sup, self._metrics(sup=sup, total=sup)
+            total = sup + self._zero(out)  # the representation head has no loss here
+            return total, self._metrics(sup=sup, total=total)
         if teacher is None or image_u is None:
             raise ValueError("method.mode='u2pl' needs a teacher and an unlabelled batch (image_u)")
         if epoch < cfg.sup_only_epochs:

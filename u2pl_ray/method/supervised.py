@@ -16,7 +16,10 @@ def upsample(logits: Tensor, size: tuple[int, int]) -> Tensor:
 
 
 def ce_loss(logits: Tensor, target: Tensor, ignore_index: int = 255) -> Tensor:
-    """Mean cross-entropy over the pixels whose target is not `ignore_index`."""
+    """Mean cross-entropy over the pixels whose target is not `ignore_index`; a batch without any such
+    pixel contributes zero (torch's mean would be 0/0 = NaN), as the unsupervised loss does."""
+    if not bool((target != ignore_index).any()):
+        return 0.0 * logits.float().sum()
     return F.cross_entropy(logits.float(), target, ignore_index=ignore_index)
 
 
