@@ -35,8 +35,8 @@ def test_ohem_threshold_is_max_of_thresh_and_min_kept_th_probability():
     target_ign = target.clone()
     target_ign[0, 0, :3] = 255
     assert torch.isclose(ohem_loss(logits, target_ign, thresh=0.7, min_kept=5), nll[3:].mean())
-    # min_kept 0: plain threshold
-    assert torch.isclose(ohem_loss(logits, target, thresh=0.85, min_kept=0), nll[:3].mean())
+    # min_kept 0: plain cross-entropy, as the official OhemCrossEntropy2dTensor (no pixel dropped)
+    assert torch.isclose(ohem_loss(logits, target, thresh=0.85, min_kept=0), nll.mean())
 
 
 def test_supervised_loss_adds_weighted_aux_after_upsampling():

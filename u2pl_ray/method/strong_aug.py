@@ -47,12 +47,13 @@ def box_masks(batch: int, height: int, width: int, generator: torch.Generator, d
 
 
 def classmix_masks(pseudo_label: Tensor, generator: torch.Generator) -> Tensor:
-    """[B,H,W] bool: per sample, the pixels whose pseudo-label is in a random half (round(n/2)) of its classes."""
+    """[B,H,W] bool: per sample, the pixels whose pseudo-label is in a random n // 2 of its n classes (the
+    official `generate_class_mask`: 3 classes give 1, a single class gives none)."""
     masks = []
     for labels_i in pseudo_label:
         classes = torch.unique(labels_i)  # ascending
         order = torch.randperm(len(classes), generator=generator).to(classes.device)
-        chosen = classes[order][: round(len(classes) / 2)]
+        chosen = classes[order][: len(classes) // 2]
         masks.append(torch.isin(labels_i, chosen))
     return torch.stack(masks)
 

@@ -30,22 +30,22 @@ def ohem_loss(
 
     With at least `min_kept` valid pixels, the kept pixels are those whose target-class probability
     is <= max(thresh, the min_kept-th smallest such probability); the loss is the CE mean over them.
-    With fewer valid pixels than `min_kept`, every valid pixel is kept. min_kept = 0 keeps p <= thresh.
+    With fewer valid pixels than `min_kept`, every valid pixel is kept. min_kept = 0 is plain
+    cross-entropy, as the official `OhemCrossEntropy2dTensor` is then (no pixel dropped).
     """
     logits = logits.float()
     valid = target != ignore_index
     num_valid = int(valid.sum())
     if num_valid == 0:
         return 0.0 * logits.sum()
-    if min_kept <= num_valid:
+    if 0 < min_kept <= num_valid:
         with torch.no_grad():
             prob = torch.softmax(logits, dim=1)
             safe_target = target.masked_fill(~valid, 0)
             p_target = prob.gather(1, safe_target.unsqueeze(1)).squeeze(1)
             threshold = torch.tensor(thresh, dtype=p_target.dtype, device=p_target.device)
-            if min_kept > 0:
-                kth = torch.kthvalue(p_target[valid], min_kept).values
-                threshold = torch.maximum(threshold, kth)
+            kth = torch.kthvalue(p_target[valid], min_kept).values
+            threshold = torch.maximum(threshold, kth)
             kept = valid & (p_target <= threshold)
         if not bool(kept.any()):
             return 0.0 * logits.sum()
