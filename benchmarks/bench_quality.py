@@ -12,7 +12,10 @@ Reported mIoU: the last validation (end of training) of the model the trainer it
 `summary.last_miou` = the EMA teacher for U2PL, the student for supervised runs. Student/teacher
 and best-of-run values are kept in the JSON too.
 
-Writes <out>/quality.json and <out>/quality.md; the last line printed is one JSON object.
+Writes <out>/quality.json and <out>/quality.md; the last line printed is one JSON object. Each
+(setting, seed) result is saved in <out>/quality_runs/ when it finishes and reused by the next
+invocation with the same configs and overrides (--fresh trains everything again), so the table can
+be completed across several sittings.
 --quick: one seed, three settings (no paper variant), fewer iterations: the direction in ~10 minutes.
 """
 
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import hashlib
 import json
 import os
 import platform
@@ -27,6 +31,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -60,6 +65,33 @@ def run_one(setting: str, seed: int, overrides: list[str], storage: str) -> dict
         "student_last": s["student"]["last_miou"], "teacher_last": s["teacher"]["last_miou"],
         "iterations": s["iterations"], "wall_s": s["wall_s"], "images_per_s": s["images_per_s"],
     }
+
+
+def run_key(setting: str, seed: int, overrides: list[str]) -> str:
+    """What a saved (setting, seed) result depends on: the quality configs' text and the overrides."""
+    digest = hashlib.sha256()
+    for path in sorted(CONFIGS.glob("*.yaml")):
+        digest.update(path.name.encode() + path.read_bytes())
+    digest.update(json.dumps([setting, seed, overrides]).encode())
+    return digest.hexdigest()[:16]
+
+
+def cached_run(folder: Path, setting: str, seed: int, overrides: list[str], run: Callable[[], dict]) -> dict:
+    """The result of one (setting, seed), saved under `folder` when it finishes and reused by later
+    invocations with the same configs and overrides, so that the table fills across several sittings."""
+    path = folder / f"{setting}-s{seed}.json"
+    key = run_key(setting, seed, overrides)
+    if path.exists():
+        saved = json.loads(path.read_text())
+        if saved.get("key") == key:
+            print(f"{setting} seed {seed}: reusing {path}", flush=True)
+            return saved["result"]
+    result = run()
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"key": key, "result": result}, indent=1))
+    tmp.replace(path)
+    return result
 
 
 def aggregate(runs: list[dict]) -> dict:
@@ -136,6 +168,8 @@ def main() -> None:
                    help="config override for every run (after --quick's)")
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
     p.add_argument("--storage", default=str(REPO / "runs" / "bench_quality"), help="where the runs are kept")
+    p.add_argument("--fresh", action="store_true", help="train every (setting, seed) again instead of reusing "
+                   "the results saved in <out>/<quality|quality_quick>_runs/")
     args = p.parse_args()
     seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
     settings = args.settings or (QUICK_SETTINGS if args.quick else SETTINGS)
@@ -147,11 +181,18 @@ def main() -> None:
     ray.init(address="local", num_cpus=os.cpu_count(), object_store_memory=1 << 30, log_to_driver=False)
     storage = str(Path(args.storage) / dt.datetime.now().strftime("%Y%m%d-%H%M%S"))
     results: dict = {}
+    out = Path(args.out)
+    stem = "quality_quick" if args.quick else "quality"
+    saved = out / f"{stem}_runs"
+    if args.fresh:
+        for old in saved.glob("*.json"):
+            old.unlink()
     try:
         for setting in settings:
             runs = []
             for seed in seeds:
-                runs.append(run_one(setting, seed, overrides, storage))
+                runs.append(cached_run(saved, setting, seed, overrides,
+                                       lambda: run_one(setting, seed, overrides, storage)))  # noqa: B023
                 print(f"{setting} seed {seed}: {json.dumps(runs[-1])}", flush=True)
             results[setting] = aggregate(runs)
     finally:
@@ -167,9 +208,7 @@ def main() -> None:
         "load_avg_start": load_start, "load_avg_end": os.getloadavg()[0], "runs_dir": storage,
         "reported": "last validation mIoU of the selected model (U2PL: EMA teacher; supervised: student)",
     }
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    stem = "quality_quick" if args.quick else "quality"
     (out / f"{stem}.json").write_text(json.dumps(report, indent=1))
     (out / f"{stem}.md").write_text(markdown(report))
     print(markdown(report))

@@ -83,3 +83,19 @@ def test_one_real_run_reads_its_summary(tmp_path):
         ray.shutdown()
     assert out["seed"] == 3 and out["iterations"] == 4
     assert 0 <= out["miou"] <= 1 and out["miou"] == out["teacher_last"]
+
+
+def test_each_setting_and_seed_is_saved_and_reused_until_its_configs_change(tmp_path):
+    calls = []
+
+    def run():
+        calls.append(1)
+        return {"seed": 0, "miou": 0.4 + 0.1 * len(calls)}
+
+    first = bq.cached_run(tmp_path, "sup_1_16", 0, [], run)
+    again = bq.cached_run(tmp_path, "sup_1_16", 0, [], run)
+    assert first == again == {"seed": 0, "miou": 0.5} and len(calls) == 1
+    assert (tmp_path / "sup_1_16-s0.json").is_file()
+    other = bq.cached_run(tmp_path, "sup_1_16", 0, ["schedule.epochs=2"], run)  # other overrides: trained again
+    assert other["miou"] == pytest.approx(0.6) and len(calls) == 2
+    assert bq.run_key("sup_1_16", 0, []) != bq.run_key("sup_1_16", 1, [])
