@@ -6,7 +6,10 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PIP_QUIET ?= -q
 
-.PHONY: train test test-fast venv bench clean
+.PHONY: train test test-fast venv bench clean data-packages
+# Debian's real data for the synthetic benchmark's objects and the MRI benchmark; installed where
+# apt-get can (root), skipped quietly elsewhere (the synthetic set then draws procedural shapes).
+DATA_PACKAGES := dataset-fashion-mnist mricron-data
 
 venv: $(STAMP)
 
@@ -17,8 +20,17 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install $(PIP_QUIET) -e ".[test]"
 	@touch $(STAMP)
 
-train: $(STAMP)
+train: $(STAMP) data-packages
 	$(PY) -m u2pl_ray.train $(ARGS)
+
+data-packages:
+	@missing=""; for p in $(DATA_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing$$missing (Debian)"; \
+	  apt-get install -y -q $$missing >/dev/null 2>&1 || \
+	  (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q $$missing >/dev/null 2>&1) || \
+	  echo "could not install$$missing: the synthetic set will use procedural shapes"; \
+	fi
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)

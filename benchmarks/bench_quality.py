@@ -1,22 +1,26 @@
-"""Does U2PL learn from unlabelled images? Supervised vs U2PL at 1/16 labels, and the all-labels ceiling.
+"""Does U2PL learn from unlabelled images? Supervised vs U2PL at 1/16 labels, the ablation without the
+contrastive loss, and the all-labels ceiling, on two datasets.
 
-    python benchmarks/bench_quality.py [--quick] [--seeds 0 1 2] [--out benchmarks/results]
-                                       [--settings NAME ...] [--set KEY=VALUE ...]
+    python benchmarks/bench_quality.py [--suite synthetic|inia19] [--quick] [--seeds 0 1 2]
+                                       [--settings NAME ...] [--set KEY=VALUE ...] [--fresh] [--out DIR]
 
-For every setting (configs/quality/<setting>.yaml) and seed, runs the product's own training
-(u2pl_ray.train.run_training) on the built-in synthetic benchmark with the bundled EfficientNet-Lite0
-weights, and reads mIoU from the run's summary.json. All settings share the images, the labelled
-subset (data.synthetic.seed) and the number of iterations; the seed varies the training only.
+Suites: `synthetic` (configs/quality/: the built-in benchmark, Fashion-MNIST objects on photos) and
+`inia19` (configs/quality_inia19/: the INIA19 macaque MRI and its NeuroMaps atlas, built by
+benchmarks/mri_data.py from Debian's mricron-data on first use). For every setting and seed, runs the
+product's own training (u2pl_ray.train.run_training) and reads mIoU from the run's summary.json. All
+settings of a suite share the images, the labelled subset and the number of iterations; the seed
+varies the training only.
 
 Reported mIoU: the last validation (end of training) of the model the trainer itself selects,
-`summary.last_miou` = the EMA teacher for U2PL, the student for supervised runs. Student/teacher
-and best-of-run values are kept in the JSON too.
+`summary.last_miou` = the EMA teacher for U2PL, the student for supervised runs. Student/teacher,
+best-of-run values and the validation curve are kept in the JSON too.
 
-Writes <out>/quality.json and <out>/quality.md; the last line printed is one JSON object. Each
-(setting, seed) result is saved in <out>/quality_runs/ when it finishes and reused by the next
-invocation with the same configs and overrides (--fresh trains everything again), so the table can
-be completed across several sittings.
---quick: one seed, three settings (no paper variant), fewer iterations: the direction in ~10 minutes.
+Writes <out>/quality.json (one section per suite; a run of one suite keeps the other's), quality.md
+and quality_curves_<suite>.png (the validation curves of every row); the last line printed is one
+JSON object. Each (setting, seed) result is saved in <out>/quality_runs/<suite>/ when it finishes and
+reused by the next invocation with the same configs, overrides and data (--fresh trains everything
+again), so the table can be completed across several sittings.
+--quick: one seed, three settings, a shorter schedule: the direction only, never the result.
 """
 
 from __future__ import annotations
@@ -39,21 +43,43 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
 os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
 
-CONFIGS = REPO / "configs" / "quality"
-SETTINGS = ("sup_1_16", "u2pl_official_1_16", "u2pl_paper_1_16", "sup_full")
+SUITES = {"synthetic": REPO / "configs" / "quality", "inia19": REPO / "configs" / "quality_inia19"}
+CONFIGS = SUITES["synthetic"]
+SETTINGS = ("sup_1_16", "u2pl_nocontra_1_16", "u2pl_official_1_16", "u2pl_paper_1_16", "sup_full")
 QUICK_SETTINGS = ("sup_1_16", "u2pl_official_1_16", "sup_full")
-# --quick: 4 x 40 = 160 iterations instead of 6 x 60 (warm-up stays one epoch).
-QUICK_OVERRIDES = ("schedule.epochs=4", "schedule.iters_per_epoch=40", "eval.every_epochs=4")
+# --quick: a third of the schedule; the warm-up share is kept by the suite's quick.yaml.
 BASELINE, CEILING = "sup_1_16", "sup_full"
 TARGET_GAIN, TARGET_GAP = 0.05, 0.40
+QUICK_NOTE = "--quick: one seed and a short schedule show the direction only; one seed is not the result."
 
 
-def run_one(setting: str, seed: int, overrides: list[str], storage: str) -> dict:
+def quick_overrides(suite: str) -> list[str]:
+    """The overrides of `--quick` for a suite, from its quick.yaml (a flat `overrides:` list)."""
+    import yaml
+
+    path = SUITES[suite] / "quick.yaml"
+    return list(yaml.safe_load(path.read_text())["overrides"]) if path.exists() else []
+
+
+def suite_overrides(suite: str) -> list[str]:
+    """What a suite needs on this machine: the MRI dataset's local folder (built on first use)."""
+    if suite != "inia19":
+        return []
+    root = REPO / "data" / "inia19"
+    if not (root / "shards" / "manifest.json").exists():
+        from benchmarks.mri_data import main as build_mri
+
+        if build_mri(["--out", str(root)]) != 0:
+            raise SystemExit("could not build the INIA19 dataset (benchmarks/mri_data.py)")
+    return [f"data.root={root / 'shards'}"]
+
+
+def run_one(configs: Path, setting: str, seed: int, overrides: list[str], storage: str) -> dict:
     from u2pl_ray.config import load_config
     from u2pl_ray.engine.launch import resolve_storage
     from u2pl_ray.train import run_training
 
-    path = CONFIGS / f"{setting}.yaml"
+    path = configs / f"{setting}.yaml"
     name = f"{setting}-s{seed}"
     cfg = load_config(path, [*overrides, f"seed={seed}", f"storage.name={name}"])
     rc = run_training(cfg, name, resolve_storage(storage), config_path=str(path))
@@ -64,23 +90,34 @@ def run_one(setting: str, seed: int, overrides: list[str], storage: str) -> dict
         "seed": seed, "miou": s["last_miou"], "best_miou": s["best_miou"],
         "student_last": s["student"]["last_miou"], "teacher_last": s["teacher"]["last_miou"],
         "iterations": s["iterations"], "wall_s": s["wall_s"], "images_per_s": s["images_per_s"],
+        "curve": [[h["iteration"], h.get("val/miou"), h.get("val/student/miou"), h.get("val/teacher/miou")]
+                  for h in s.get("history", [])],
     }
 
 
-def run_key(setting: str, seed: int, overrides: list[str]) -> str:
-    """What a saved (setting, seed) result depends on: the quality configs' text and the overrides."""
+def data_identity(configs: Path, setting: str, overrides: list[str]) -> str:
+    """Which data a setting trains on: its dataset URI, or for the synthetic benchmark the object source
+    it resolves to here (Fashion-MNIST when Debian's package is installed, else procedural shapes)."""
+    from u2pl_ray.config import load_config
+    from u2pl_ray.data.synthetic.generator import resolved_object_kind
+
+    cfg = load_config(configs / f"{setting}.yaml", list(overrides))
+    return cfg.data.root or f"synthetic:{resolved_object_kind(cfg.data.synthetic)}"
+
+
+def run_key(configs: Path, setting: str, seed: int, overrides: list[str], data: str) -> str:
+    """What a saved (setting, seed) result depends on: the suite's configs, the overrides and the data."""
     digest = hashlib.sha256()
-    for path in sorted(CONFIGS.glob("*.yaml")):
+    for path in sorted(configs.glob("*.yaml")):
         digest.update(path.name.encode() + path.read_bytes())
-    digest.update(json.dumps([setting, seed, overrides]).encode())
+    digest.update(json.dumps([setting, seed, overrides, data]).encode())
     return digest.hexdigest()[:16]
 
 
-def cached_run(folder: Path, setting: str, seed: int, overrides: list[str], run: Callable[[], dict]) -> dict:
+def cached_run(folder: Path, setting: str, seed: int, key: str, run: Callable[[], dict]) -> dict:
     """The result of one (setting, seed), saved under `folder` when it finishes and reused by later
-    invocations with the same configs and overrides, so that the table fills across several sittings."""
+    invocations with the same `key`, so that the table fills across several sittings."""
     path = folder / f"{setting}-s{seed}.json"
-    key = run_key(setting, seed, overrides)
     if path.exists():
         saved = json.loads(path.read_text())
         if saved.get("key") == key:
@@ -101,123 +138,175 @@ def aggregate(runs: list[dict]) -> dict:
 
 
 def targets(results: dict) -> dict:
-    """Gain of each U2PL setting over sup_1_16 and the share of the sup_1_16 -> sup_full gap it closes."""
+    """Gain of each U2PL setting over sup_1_16, the share of the sup_1_16 -> sup_full gap it closes,
+    and whether it is ahead of sup_1_16 for every seed."""
     out: dict = {}
     if BASELINE not in results:
         return out
     base = results[BASELINE]["mean"]
+    base_by_seed = {r["seed"]: r["miou"] for r in results[BASELINE]["runs"]}
     ceiling = results[CEILING]["mean"] if CEILING in results else None
     for name, r in results.items():
         if not name.startswith("u2pl"):
             continue
         gain = r["mean"] - base
         closed = gain / (ceiling - base) if ceiling is not None and ceiling > base else None
+        pairs = [(x["miou"], base_by_seed[x["seed"]]) for x in r["runs"] if x["seed"] in base_by_seed]
         out[name] = {"gain": gain, "gap_closed": closed, "gain_ok": gain >= TARGET_GAIN,
-                     "gap_ok": closed is not None and closed >= TARGET_GAP}
+                     "gap_ok": closed is not None and closed >= TARGET_GAP,
+                     "ahead_every_seed": bool(pairs) and all(u > s for u, s in pairs)}
     return out
 
 
-def markdown(report: dict) -> str:
+def plateau(run: dict) -> float | None:
+    """|last - previous| validation mIoU of a run (the plateau check of a supervised baseline)."""
+    values = [point[1] for point in run.get("curve", []) if point[1] is not None]
+    return abs(values[-1] - values[-2]) if len(values) >= 2 else None
+
+
+def suite_markdown(suite: str, report: dict) -> str:
     pct = lambda v: "–" if v is None else f"{100 * v:.1f}"  # noqa: E731
     res, tg = report["results"], report["targets"]
     lines = [
-        f"# Semi-supervised benchmark{' (--quick)' if report['quick'] else ''}", "",
+        f"## {suite}{' (--quick)' if report['quick'] else ''}", "",
         f"`{report['command']}`", "",
         f"{report['date']} on {report['machine']} (1-min load average at start/end: "
-        f"{report['load_avg_start']:.1f}/{report['load_avg_end']:.1f}); total wall time "
-        f"{report['wall_s'] / 60:.1f} min.", "",
-        "Synthetic benchmark (Fashion-MNIST objects on photo backgrounds, 640 training / 96 validation "
-        "images, 96 px), EfficientNet-Lite0 ImageNet weights, "
-        f"{report['iterations']} iterations of 4 labelled (+ 4 unlabelled for U2PL) images, AdamW. "
-        "The same labelled subset in every setting; the seed varies the training.", "",
-        "mIoU (%) is the **last** validation, at the end of training, of the model the trainer selects: "
-        "the EMA teacher for U2PL, the student for supervised runs.", "",
+        f"{report['load_avg_start']:.1f}/{report['load_avg_end']:.1f}); wall time of this invocation "
+        f"{report['wall_s'] / 60:.1f} min; {report['iterations']} iterations per run.", "",
         "| setting | " + " | ".join(f"seed {s}" for s in report["seeds"])
-        + " | mean ± std | gain vs sup_1_16 | gap closed | student, mean |",
-        "|---|" + "---|" * len(report["seeds"]) + "---|---|---|---|",
+        + " | mean ± std | gain vs sup_1_16 | gap closed | ahead every seed | student, mean |",
+        "|---|" + "---|" * len(report["seeds"]) + "---|---|---|---|---|",
     ]
     for name, r in res.items():
         by_seed = {x["seed"]: x["miou"] for x in r["runs"]}
         t = tg.get(name, {})
         gain = f"{100 * t['gain']:+.1f}" if t else "–"
         closed = f"{100 * t['gap_closed']:.0f} %" if t.get("gap_closed") is not None else "–"
-        # The U2PL student, for reference: at this short schedule the EMA teacher still lags it.
+        ahead = ("yes" if t["ahead_every_seed"] else "no") if t else "–"
         students = [x["student_last"] for x in r["runs"] if x.get("student_last") is not None]
         student = pct(statistics.fmean(students)) if students else "–"
         lines.append(f"| {name} | " + " | ".join(pct(by_seed.get(s)) for s in report["seeds"])
-                     + f" | {100 * r['mean']:.1f} ± {100 * r['std']:.1f} | {gain} | {closed} | {student} |")
-    lines += ["", f"Targets: U2PL ≥ sup_1_16 + {100 * TARGET_GAIN:.0f} mIoU and ≥ {100 * TARGET_GAP:.0f} % "
-              "of the gap to sup_full closed."]
+                     + f" | {100 * r['mean']:.1f} ± {100 * r['std']:.1f} | {gain} | {closed} | {ahead} | {student} |")
+    lines += ["", f"Targets: U2PL ≥ sup_1_16 + {100 * TARGET_GAIN:.0f} mIoU, ≥ {100 * TARGET_GAP:.0f} % of the "
+              "gap to sup_full closed, ahead of sup_1_16 in every seed."]
     for name, t in tg.items():
-        lines.append(f"- {name}: gain {'met' if t['gain_ok'] else 'missed'}, "
-                     f"gap {'met' if t['gap_ok'] else 'missed'}")
+        lines.append(f"- {name}: gain {'met' if t['gain_ok'] else 'missed'}, gap {'met' if t['gap_ok'] else 'missed'}, "
+                     f"every seed {'met' if t['ahead_every_seed'] else 'missed'}")
+    if BASELINE in res:
+        steps = [plateau(r) for r in res[BASELINE]["runs"]]
+        lines.append("- sup_1_16 last two validations differ by " + ", ".join(pct(s) for s in steps) + " mIoU")
+    if report["quick"]:
+        lines += ["", QUICK_NOTE]
     return "\n".join(lines) + "\n"
 
 
-def rerender(path: Path) -> None:
-    """Rewrites the markdown next to a results JSON (after a change of the table's format)."""
-    path.with_suffix(".md").write_text(markdown(json.loads(path.read_text())))
+def markdown(sections: dict) -> str:
+    head = ["# Semi-supervised benchmark", "",
+            "mIoU (%) is the **last** validation, at the end of training, of the model the trainer selects: "
+            "the EMA teacher for U2PL, the student for supervised runs. The same labelled subset in every "
+            "setting of a suite; the seed varies the training.", ""]
+    return "\n".join(head) + "\n".join(suite_markdown(s, r) for s, r in sections.items())
+
+
+def draw_curves(suite: str, report: dict, path: Path) -> None:
+    """The validation mIoU of every row against the iteration: each seed thin, the seed mean thick."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
+    for index, (name, r) in enumerate(report["results"].items()):
+        colour = f"C{index}"
+        curves = [[(p[0], p[1]) for p in run.get("curve", []) if p[1] is not None] for run in r["runs"]]
+        for curve in curves:
+            if curve:
+                ax.plot([x for x, _ in curve], [100 * y for _, y in curve], color=colour, alpha=0.3, linewidth=0.8)
+        steps = sorted(set.intersection(*[{x for x, _ in c} for c in curves if c])) if any(curves) else []
+        if steps:
+            mean = [100 * statistics.fmean(dict(c)[s] for c in curves if c) for s in steps]
+            ax.plot(steps, mean, color=colour, linewidth=2, label=name)
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("validation mIoU % (selected model)")
+    ax.set_title(f"bench_quality, {suite}: {len(report['seeds'])} seed(s)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="1 seed, 3 settings, 160 iterations (~10 min)")
+    p.add_argument("--suite", choices=sorted(SUITES), default="synthetic")
+    p.add_argument("--quick", action="store_true", help="1 seed, 3 settings, a short schedule (the direction)")
     p.add_argument("--seeds", type=int, nargs="+", help="training seeds (default 0 1 2; --quick: 0)")
-    p.add_argument("--settings", nargs="+", choices=SETTINGS, help="default: all four (--quick: three)")
+    p.add_argument("--settings", nargs="+", choices=SETTINGS, help="default: all five (--quick: three)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="config override for every run (after --quick's)")
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
     p.add_argument("--storage", default=str(REPO / "runs" / "bench_quality"), help="where the runs are kept")
     p.add_argument("--fresh", action="store_true", help="train every (setting, seed) again instead of reusing "
-                   "the results saved in <out>/<quality|quality_quick>_runs/")
+                   "the saved results")
     args = p.parse_args()
     seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
     settings = args.settings or (QUICK_SETTINGS if args.quick else SETTINGS)
-    overrides = [*(QUICK_OVERRIDES if args.quick else ()), *args.overrides]
+    configs = SUITES[args.suite]
+    overrides = [*suite_overrides(args.suite), *(quick_overrides(args.suite) if args.quick else ()),
+                 *args.overrides]
+    if args.quick:
+        print(QUICK_NOTE, flush=True)
 
     import ray
 
     started, load_start = time.monotonic(), os.getloadavg()[0]
-    ray.init(address="local", num_cpus=os.cpu_count(), object_store_memory=1 << 30, log_to_driver=False)
-    storage = str(Path(args.storage) / dt.datetime.now().strftime("%Y%m%d-%H%M%S"))
-    results: dict = {}
     out = Path(args.out)
     stem = "quality_quick" if args.quick else "quality"
-    saved = out / f"{stem}_runs"
+    saved = out / f"{stem}_runs" / args.suite
     if args.fresh:
         for old in saved.glob("*.json"):
             old.unlink()
+    storage = str(Path(args.storage) / dt.datetime.now().strftime("%Y%m%d-%H%M%S"))
+    results: dict = {}
+    ray.init(address="local", num_cpus=os.cpu_count(), object_store_memory=1 << 30, log_to_driver=False)
     try:
         for setting in settings:
             runs = []
+            data = data_identity(configs, setting, overrides)
             for seed in seeds:
-                runs.append(cached_run(saved, setting, seed, overrides,
-                                       lambda: run_one(setting, seed, overrides, storage)))  # noqa: B023
-                print(f"{setting} seed {seed}: {json.dumps(runs[-1])}", flush=True)
+                key = run_key(configs, setting, seed, overrides, data)
+                runs.append(cached_run(saved, setting, seed, key,
+                                       lambda: run_one(configs, setting, seed, overrides, storage)))  # noqa: B023
+                print(f"{setting} seed {seed}: miou {runs[-1]['miou']:.4f}", flush=True)
             results[setting] = aggregate(runs)
     finally:
         ray.shutdown()
     wall = time.monotonic() - started
     first = next(iter(results.values()))["runs"][0]
     report = {
-        "benchmark": "bench_quality", "quick": args.quick, "seeds": seeds, "results": results,
-        "targets": targets(results), "iterations": first["iterations"], "overrides": overrides,
-        "command": " ".join(["python benchmarks/bench_quality.py", *sys.argv[1:]]),
+        "benchmark": "bench_quality", "suite": args.suite, "quick": args.quick, "seeds": seeds,
+        "results": results, "targets": targets(results), "iterations": first["iterations"],
+        "overrides": overrides, "command": " ".join(["python benchmarks/bench_quality.py", *sys.argv[1:]]),
         "machine": f"{platform.machine()} {os.cpu_count()} cores, {platform.processor() or platform.system()}",
         "date": dt.datetime.now().isoformat(timespec="seconds"), "wall_s": round(wall, 1),
         "load_avg_start": load_start, "load_avg_end": os.getloadavg()[0], "runs_dir": storage,
         "reported": "last validation mIoU of the selected model (U2PL: EMA teacher; supervised: student)",
     }
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"{stem}.json").write_text(json.dumps(report, indent=1))
-    (out / f"{stem}.md").write_text(markdown(report))
-    print(markdown(report))
+    json_path = out / f"{stem}.json"
+    sections = json.loads(json_path.read_text()) if json_path.exists() else {}
+    sections = {k: v for k, v in sections.items() if k in SUITES}  # older single-suite files start afresh
+    sections[args.suite] = report
+    json_path.write_text(json.dumps(sections, indent=1))
+    (out / f"{stem}.md").write_text(markdown(sections))
+    draw_curves(args.suite, report, out / f"{stem}_curves_{args.suite}.png")
+    print(suite_markdown(args.suite, report))
     tg = report["targets"]
     print(json.dumps({
-        "benchmark": "bench_quality", "quick": args.quick,
+        "benchmark": "bench_quality", "suite": args.suite, "quick": args.quick,
         "means": {k: round(v["mean"], 4) for k, v in results.items()},
         "gain_ok": {k: t["gain_ok"] for k, t in tg.items()}, "gap_ok": {k: t["gap_ok"] for k, t in tg.items()},
-        "wall_s": round(wall, 1),
+        "ahead_every_seed": {k: t["ahead_every_seed"] for k, t in tg.items()}, "wall_s": round(wall, 1),
     }))
 
 

@@ -26,16 +26,24 @@ TINY = [
 ]
 
 
+@pytest.mark.parametrize("suite", sorted(bq.SUITES))
 @pytest.mark.parametrize("setting", bq.SETTINGS)
-def test_settings_differ_only_in_labels_and_method(setting):
-    base = load_config(bq.CONFIGS / "base.yaml")
-    cfg = load_config(bq.CONFIGS / f"{setting}.yaml")
-    assert cfg.data.synthetic == base.data.synthetic  # same images and labelled subset
+def test_settings_differ_only_in_labels_and_method(suite, setting):
+    configs = bq.SUITES[suite]
+    base = load_config(configs / "base.yaml")
+    cfg = load_config(configs / f"{setting}.yaml")
+    assert cfg.data.synthetic == base.data.synthetic and cfg.data.root == base.data.root  # same images
     assert cfg.schedule == base.schedule and cfg.optim == base.optim and cfg.seed == base.seed
+    assert cfg.model == base.model and cfg.data.crop_size == base.data.crop_size
     assert cfg.method.mode == ("supervised" if setting.startswith("sup") else "u2pl")
     assert cfg.data.split == ("full" if setting == "sup_full" else "1_16")
     if setting.startswith("u2pl"):
-        assert cfg.method.variant == setting.split("_")[1]
+        variant = setting.split("_")[1]
+        assert cfg.method.variant == ("official" if variant == "nocontra" else variant)
+        assert cfg.method.contrastive == (variant != "nocontra")
+        # the U2PL rows differ from each other in the method only
+        official = load_config(configs / "u2pl_official_1_16.yaml")
+        assert cfg.method.sup_only_epochs == official.method.sup_only_epochs
 
 
 def fake_results(means: dict[str, list[float]]) -> dict:
@@ -58,18 +66,26 @@ def test_main_writes_json_markdown_and_one_json_line(tmp_path, monkeypatch, caps
     fake = {"sup_1_16": 0.30, "u2pl_official_1_16": 0.37, "sup_full": 0.45}
     monkeypatch.setattr(ray, "init", lambda *a, **k: None)
     monkeypatch.setattr(ray, "shutdown", lambda: None)
-    monkeypatch.setattr(bq, "run_one", lambda setting, seed, overrides, storage: {
-        "seed": seed, "miou": fake[setting] + 0.01 * seed, "student_last": None, "iterations": 160})
+    monkeypatch.setattr(bq, "run_one", lambda configs, setting, seed, overrides, storage: {
+        "seed": seed, "miou": fake[setting] + 0.01 * seed, "student_last": None, "iterations": 160,
+        "curve": [[80, fake[setting] - 0.1, None, None], [160, fake[setting] + 0.01 * seed, None, None]]})
     monkeypatch.setattr("sys.argv", ["bench_quality.py", "--quick", "--seeds", "0", "1", "--out", str(tmp_path)])
     bq.main()
-    last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    lines = capsys.readouterr().out.strip().splitlines()
+    last = json.loads(lines[-1])
     assert last["means"]["u2pl_official_1_16"] == pytest.approx(0.375)
-    assert last["gain_ok"] == {"u2pl_official_1_16": True} and last["quick"]
-    report = json.loads((tmp_path / "quality_quick.json").read_text())
+    assert last["gain_ok"] == {"u2pl_official_1_16": True} and last["quick"] and last["suite"] == "synthetic"
+    assert any("one seed is not the result" in line for line in lines)
+    report = json.loads((tmp_path / "quality_quick.json").read_text())["synthetic"]
     assert report["results"]["sup_full"]["miou"] == pytest.approx([0.45, 0.46])
-    assert "load_avg_start" in report and report["overrides"][: len(bq.QUICK_OVERRIDES)] == list(bq.QUICK_OVERRIDES)
+    assert "load_avg_start" in report and report["overrides"] == bq.quick_overrides("synthetic")
     md = (tmp_path / "quality_quick.md").read_text()
-    assert "| u2pl_official_1_16 | 37.0 | 38.0 | 37.5 ± 0.7 | +7.0 | 47 % | – |" in md
+    assert "| u2pl_official_1_16 | 37.0 | 38.0 | 37.5 ± 0.7 | +7.0 | 47 % | yes | – |" in md
+    assert "one seed is not the result" in md
+    assert (tmp_path / "quality_quick_curves_synthetic.png").stat().st_size > 1000
+    # results saved per (setting, seed): a second invocation trains nothing
+    monkeypatch.setattr(bq, "run_one", lambda *a: pytest.fail("a saved result was trained again"))
+    bq.main()
 
 
 def test_one_real_run_reads_its_summary(tmp_path):
@@ -77,25 +93,37 @@ def test_one_real_run_reads_its_summary(tmp_path):
 
     ray.init(address="local", num_cpus=2, object_store_memory=1 << 30, log_to_driver=False)
     try:
-        out = bq.run_one("u2pl_official_1_16", 3, [*TINY, f"data.cache_dir={tmp_path / 'cache'}"],
+        out = bq.run_one(bq.CONFIGS, "u2pl_official_1_16", 3, [*TINY, f"data.cache_dir={tmp_path / 'cache'}"],
                          str(tmp_path / "runs"))
     finally:
         ray.shutdown()
     assert out["seed"] == 3 and out["iterations"] == 4
     assert 0 <= out["miou"] <= 1 and out["miou"] == out["teacher_last"]
+    assert [point[0] for point in out["curve"]] == [4] and out["curve"][-1][1] == out["miou"]
 
 
-def test_each_setting_and_seed_is_saved_and_reused_until_its_configs_change(tmp_path):
+def test_each_setting_and_seed_is_saved_and_reused_until_its_key_changes(tmp_path):
     calls = []
 
     def run():
         calls.append(1)
         return {"seed": 0, "miou": 0.4 + 0.1 * len(calls)}
 
-    first = bq.cached_run(tmp_path, "sup_1_16", 0, [], run)
-    again = bq.cached_run(tmp_path, "sup_1_16", 0, [], run)
+    first = bq.cached_run(tmp_path, "sup_1_16", 0, "key-a", run)
+    again = bq.cached_run(tmp_path, "sup_1_16", 0, "key-a", run)
     assert first == again == {"seed": 0, "miou": 0.5} and len(calls) == 1
     assert (tmp_path / "sup_1_16-s0.json").is_file()
-    other = bq.cached_run(tmp_path, "sup_1_16", 0, ["schedule.epochs=2"], run)  # other overrides: trained again
+    other = bq.cached_run(tmp_path, "sup_1_16", 0, "key-b", run)  # other configs or data: trained again
     assert other["miou"] == pytest.approx(0.6) and len(calls) == 2
-    assert bq.run_key("sup_1_16", 0, []) != bq.run_key("sup_1_16", 1, [])
+    key = lambda *a: bq.run_key(bq.CONFIGS, *a)  # noqa: E731
+    assert key("sup_1_16", 0, [], "synthetic:procedural") != key("sup_1_16", 1, [], "synthetic:procedural")
+    assert key("sup_1_16", 0, [], "synthetic:procedural") != key("sup_1_16", 0, ["schedule.epochs=2"], "synthetic:procedural")
+    # the same setting on other data (Fashion-MNIST installed since) is not the same result
+    assert key("sup_1_16", 0, [], "synthetic:procedural") != key("sup_1_16", 0, [], "synthetic:fashion_mnist")
+    assert bq.data_identity(bq.CONFIGS, "sup_1_16", []).startswith("synthetic:")
+
+
+def test_plateau_is_the_step_between_the_last_two_validations():
+    assert bq.plateau({"curve": [[100, 0.40, None, None], [200, 0.52, None, None], [300, 0.515, None, None]]}) \
+        == pytest.approx(0.005)
+    assert bq.plateau({"curve": [[100, 0.40, None, None]]}) is None

@@ -108,6 +108,8 @@ def test_ensure_dataset_generates_once_even_when_two_processes_race(tmp_path):
     assert entries == [Path(root).name]  # no temporary folder left behind
     manifest = read_manifest(root)
     assert manifest.part("1_4", "labeled").rows == 6 and manifest.part("1_4", "unlabeled").rows == 18
+    # the manifest says which objects "auto" drew, as the folder name does
+    assert Path(root).name.startswith(f"synthetic-{manifest.source['object_source']}-")
     stamp = os.stat(Path(root) / "manifest.json").st_mtime_ns
     assert ensure_dataset(DataConfig(cache_dir=str(tmp_path), synthetic=SyntheticConfig(**TINY))) == root
     assert os.stat(Path(root) / "manifest.json").st_mtime_ns == stamp  # the cache is reused, not rewritten
@@ -118,3 +120,19 @@ def test_real_fashion_mnist_split_sizes():
     train = FashionMNISTObjects("/usr/share/datasets/fashion-mnist", 5, train=True)
     val = FashionMNISTObjects("/usr/share/datasets/fashion-mnist", 5, train=False)
     assert [len(x) for x in train._items] == [6000] * 5 and [len(x) for x in val._items] == [1000] * 5
+
+
+def test_the_manifest_and_the_run_say_which_objects_auto_resolved_to(tmp_path):
+    from u2pl_ray.config import load_config
+    from u2pl_ray.data.info import load_dataset_info
+    from u2pl_ray.train import describe_data
+
+    cfg = load_config(None, [f"data.cache_dir={tmp_path}", "data.synthetic.object_source=auto",
+                             "data.synthetic.fashion_mnist_dir=/nowhere", "data.synthetic.num_train=24",
+                             "data.synthetic.num_val=6", "data.synthetic.image_size=32",
+                             "data.synthetic.labeled_fractions=['1_4']", "data.split='1_4'"])
+    info = load_dataset_info(cfg.data)
+    assert info.source["object_source"] == "procedural"
+    line = describe_data(cfg, info)
+    assert line.startswith("synthetic split 1_4: 6 labelled, 18 unlabelled") and "objects: procedural" in line
+    assert "dataset-fashion-mnist" in line

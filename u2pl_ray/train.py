@@ -208,6 +208,7 @@ def run_training(cfg: Config, name: str, storage: Storage, *, config_path: str |
     write_run_config(run, cfg)
     print(f"run {name}: {cfg.schedule.epochs} epochs x {iters} iterations on {world} worker(s); "
           f"storage {run.uri}", flush=True)
+    print(f"data: {describe_data(cfg, info)}", flush=True)
     board = ProgressBoard.remote()
     # TensorBoard writes local files; for object storage they are staged here and uploaded at the end.
     tb_dir = Path(run.path) / "tensorboard" if run.is_local else Path(tempfile.mkdtemp(prefix="u2pl-tb-"))
@@ -232,6 +233,19 @@ def run_training(cfg: Config, name: str, storage: Storage, *, config_path: str |
     _print_summary(summary, run.join("summary.json").uri)
     ray.kill(board)
     return 0
+
+
+def describe_data(cfg: Config, info: Any) -> str:
+    """The dataset in one line; for the built-in synthetic one, which objects it drew (Fashion-MNIST
+    when Debian's dataset-fashion-mnist package is installed, else procedural shapes)."""
+    text = info.summary()
+    if cfg.data.root is None:
+        from u2pl_ray.data.synthetic.generator import resolved_object_kind
+
+        kind = resolved_object_kind(cfg.data.synthetic)
+        hint = "" if kind == "fashion_mnist" else " (install Debian's dataset-fashion-mnist for Fashion-MNIST objects)"
+        text += f"; objects: {kind}{hint}"
+    return text
 
 
 def finish_artefacts(run: Storage, tb_dir: Path | None) -> None:

@@ -126,8 +126,9 @@ def generate_synthetic(cfg: Any, out_uri: str, overwrite: bool = False) -> Manif
     """Writes the synthetic dataset of `cfg` (a SyntheticConfig) to `out_uri` and returns its manifest."""
     kind = resolved_object_kind(cfg)
     classes = synthetic_classes(cfg)
-    source = {"generator": "u2pl_ray.data.synthetic", "version": GENERATOR_VERSION, "object_source": kind,
-              **{k: v for k, v in cfg.model_dump().items() if k != "fashion_mnist_dir"}}
+    source = {"generator": "u2pl_ray.data.synthetic", "version": GENERATOR_VERSION,
+              **{k: v for k, v in cfg.model_dump().items() if k != "fashion_mnist_dir"},
+              "object_source": kind}  # what "auto" resolved to
     writer = DatasetWriter(out_uri, "synthetic", classes, shard_rows=cfg.shard_rows, overwrite=overwrite,
                            source=source)
     n_cls = len(classes)
