@@ -119,12 +119,12 @@ def bench_ray(cfg, epochs: int, storage: str) -> list[tuple[int, float]]:
     from u2pl_ray.data.stream import build_train_datasets, iters_per_epoch, load_dataset_info, train_dataset_config
 
     info = load_dataset_info(cfg.data)
-    n = iters_per_epoch(info, cfg.data, 1, mode="supervised")
+    n = iters_per_epoch(info, cfg.data, 1, needs_unlabeled=False)
     trainer = TorchTrainer(
         _ray_loop, train_loop_config={"config": config_to_dict(cfg), "n": n, "info": info, "epochs": epochs,
                                       "out": f"{storage}/result.json"},
         scaling_config=ScalingConfig(num_workers=1, resources_per_worker={"CPU": 0.5}),
-        datasets=build_train_datasets(cfg.data, info, mode="supervised", iters_per_epoch=n, world_size=1),
+        datasets=build_train_datasets(cfg.data, info, needs_unlabeled=False, iters_per_epoch=n, world_size=1),
         dataset_config=train_dataset_config(cfg.data), run_config=RunConfig(name="bench", storage_path=storage),
     )
     trainer.fit()

@@ -8,7 +8,7 @@ the real `build_model(ModelConfig(backbone=...), 21)`; its classifier output is 
 untrained net makes confident predictions like a trained one (otherwise no pixel passes delta_p and
 the contrastive loss does no work). Timed parts:
 
-* step_s: U2PLStep.losses + backward + SGD step + EMA update, averaged over --steps after one warm-up;
+* step_s: U2PL.losses + backward + SGD step + EMA update, averaged over --steps after one warm-up;
 * the phases inside `losses` (teacher pseudo-labels, strong aug, forwards, losses), step_phases_s;
 * the U2PL-specific parts again on the same step's network outputs, best of --repeats (the CPU is
   shared): CutMix of the unlabelled batch, entropy + the three percentiles, and contrastive_s = masks
@@ -39,7 +39,7 @@ import torch.nn.functional as F
 
 from u2pl_ray.config.schema import MethodConfig, ModelConfig
 from u2pl_ray.method import (
-    U2PLStep, contrastive_loss, downsample_nearest, full_res_masks, generator_sampler, select, strong_augment,
+    U2PL, MethodContext, contrastive_loss, downsample_nearest, full_res_masks, generator_sampler, select, strong_augment,
 )
 from u2pl_ray.method.memory_bank import MemoryBank, pack_keys
 from u2pl_ray.method.supervised import upsample
@@ -160,8 +160,8 @@ def main() -> None:
 
     phases = Phases()
     cfg = MethodConfig()  # official VOC defaults
-    step = U2PLStep(cfg, num_classes=NUM_CLASSES, rep_dim=DIM, total_epochs=80, iters_per_epoch=100,
-                    device="cpu", seed=0, phase=phases)
+    step = U2PL(cfg, MethodContext(num_classes=NUM_CLASSES, rep_dim=DIM, total_epochs=80, iters_per_epoch=100,
+                                   seed=0, phase=phases))
     fill_bank(step.memory_bank, g)
     opt = torch.optim.SGD(student.parameters(), lr=1e-3, momentum=0.9)
     image_l = torch.randn(BATCH, 3, SIZE, SIZE, generator=g)

@@ -29,28 +29,28 @@ class DataCfg:
 
 def test_a_supervised_stream_is_listed_often_enough_for_a_fixed_epoch():
     # configs/quality: 40 labelled images, batch 4, iters_per_epoch 60, one worker -> 240 samples
-    assert stream_repeats(info(40, 600), "labeled", "supervised", 60 * 4) == 6
-    assert stream_repeats(info(40, 600), "labeled", "supervised", 40) == 1
-    assert stream_repeats(info(40, 600), "labeled", "supervised", 41) == 2
+    assert stream_repeats(info(40, 600), "labeled", False, 60 * 4) == 6
+    assert stream_repeats(info(40, 600), "labeled", False, 40) == 1
+    assert stream_repeats(info(40, 600), "labeled", False, 41) == 2
     # two workers double the samples an epoch needs
-    assert stream_repeats(info(40, 600), "labeled", "supervised", 60 * 4 * 2) == 12
+    assert stream_repeats(info(40, 600), "labeled", False, 60 * 4 * 2) == 12
 
 
 def test_the_labelled_stream_of_u2pl_keeps_the_spec_resampling_and_covers_a_longer_epoch():
-    assert stream_repeats(info(40, 600), "labeled", "u2pl", 600) == 15  # ceil(N_u / N_l), spec §6.3
-    assert stream_repeats(info(40, 600), "labeled", "u2pl", 240) == 15  # never fewer than the spec's
-    assert stream_repeats(info(40, 600), "unlabeled", "u2pl", 240) == 1
-    assert stream_repeats(info(40, 600), "unlabeled", "u2pl", 1000) == 2  # fixed epoch longer than N_u
+    assert stream_repeats(info(40, 600), "labeled", True, 600) == 15  # ceil(N_u / N_l), spec §6.3
+    assert stream_repeats(info(40, 600), "labeled", True, 240) == 15  # never fewer than the spec's
+    assert stream_repeats(info(40, 600), "unlabeled", True, 240) == 1
+    assert stream_repeats(info(40, 600), "unlabeled", True, 1000) == 2  # fixed epoch longer than N_u
 
 
 def test_u2pl_on_a_split_without_unlabelled_images_is_refused_by_name():
-    with pytest.raises(DataError, match=r"split '1_16' of /data/x has no unlabelled images .*method.mode=supervised"):
-        iters_per_epoch(info(40, 0), DataCfg(), 1, mode="u2pl")
+    with pytest.raises(DataError, match=r"split '1_16' of /data/x has no unlabelled images .*method.name=u2pl needs some.*method.name=supervised"):
+        iters_per_epoch(info(40, 0), DataCfg(), 1)
     with pytest.raises(DataError, match="no unlabelled images"):
-        iters_per_epoch(info(40, 0), DataCfg(), 1, mode="u2pl", fixed=60)
-    assert iters_per_epoch(info(40, 0), DataCfg(), 1, mode="supervised") == 10
-    assert iters_per_epoch(info(40, 600), DataCfg(), 2, mode="u2pl") == 75
-    assert iters_per_epoch(info(40, 600), DataCfg(), 2, mode="u2pl", fixed=60) == 60
+        iters_per_epoch(info(40, 0), DataCfg(), 1, fixed=60)
+    assert iters_per_epoch(info(40, 0), DataCfg(), 1, needs_unlabeled=False) == 10
+    assert iters_per_epoch(info(40, 600), DataCfg(), 2) == 75
+    assert iters_per_epoch(info(40, 600), DataCfg(), 2, fixed=60) == 60
 
 
 def _items(n: int):
@@ -81,5 +81,5 @@ def test_train_refuses_u2pl_on_a_fully_labelled_split_before_starting_anything(t
                "--set=data.synthetic.labeled_fractions=[full]", f"--set=storage.path={tmp_path / 'runs'}"])
     assert rc == 2
     err = capsys.readouterr().err
-    assert "split 'full' of" in err and "has no unlabelled images" in err and "method.mode=supervised" in err
+    assert "split 'full' of" in err and "has no unlabelled images" in err and "method.name=supervised" in err
     assert not (tmp_path / "runs").exists(), "refused before the run folder or Ray started"

@@ -206,7 +206,7 @@ def test_bad_rows_through_ray_raise_or_are_counted(ray_s3, decode):
     for policy in ("error", "skip"):
         cfg = config(bad_root, f"data.decode={decode}", f"data.on_bad_sample={policy}")
         info = load_dataset_info(cfg.data)
-        datasets = build_train_datasets(cfg.data, info, mode="supervised", iters_per_epoch=2, world_size=1)
+        datasets = build_train_datasets(cfg.data, info, needs_unlabeled=False, iters_per_epoch=2, world_size=1)
         stream = TrainStream(cfg.data, labeled=datasets["labeled"].iterator(), rank=0, world_size=1, seed=0,
                              iters_per_epoch=2, info=info)
         if policy == "error":
@@ -225,8 +225,8 @@ def test_a_supervised_epoch_longer_than_the_labelled_set_cycles_through_it(ray_s
     root, _ = ray_s3
     cfg = config(root, f"data.deterministic={str(deterministic).lower()}")
     info = load_dataset_info(cfg.data)
-    n = iters_per_epoch(info, cfg.data, 1, mode="supervised", fixed=18)
-    datasets = build_train_datasets(cfg.data, info, mode="supervised", iters_per_epoch=n, world_size=1)
+    n = iters_per_epoch(info, cfg.data, 1, needs_unlabeled=False, fixed=18)
+    datasets = build_train_datasets(cfg.data, info, needs_unlabeled=False, iters_per_epoch=n, world_size=1)
     stream = TrainStream(cfg.data, labeled=datasets["labeled"].iterator(), rank=0, world_size=1, seed=3,
                          iters_per_epoch=n, info=info)
     batches = list(stream.epoch(0))

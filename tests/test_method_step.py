@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from u2pl_ray.config.schema import MethodConfig
-from u2pl_ray.method.step import U2PLStep
+from u2pl_ray.method import U2PL, MethodContext, SupOnly
 
 C, D = 4, 8
 
@@ -66,8 +66,8 @@ def _setup(seed=0, aux=False, **cfg_kw):
         calls.append(x.shape[0])
         return x
 
-    step = U2PLStep(cfg, num_classes=C, rep_dim=D, total_epochs=4, iters_per_epoch=5, device="cpu",
-                    gather=gather, seed=seed)
+    ctx = MethodContext(num_classes=C, rep_dim=D, total_epochs=4, iters_per_epoch=5, gather=gather, seed=seed)
+    step = SupOnly(cfg, ctx) if cfg.name == "supervised" else U2PL(cfg, ctx)
     return cfg, student, teacher, step, calls
 
 
@@ -170,11 +170,11 @@ def test_warmup_keeps_every_head_in_the_graph_and_updates_teacher_bn_only():
 
 
 def test_supervised_mode_needs_no_teacher_nor_unlabelled_batch():
-    cfg, student, _, step, _ = _setup(mode="supervised", criterion="ohem", ohem_min_kept=50)
+    cfg, student, _, step, _ = _setup(name="supervised", criterion="ohem", ohem_min_kept=50)
     image_l, label_l, _ = _data(0)
     loss, metrics = step.losses(student, None, image_l, label_l, None, epoch=3, iteration=15)
     loss.backward()
-    assert metrics["total"] == metrics["sup"] > 0 and step.memory_bank is None
+    assert metrics["total"] == metrics["sup"] > 0 and not step.state_dict() and not step.uses_teacher
     # every head is in the graph (DDP without unused-parameter search fails otherwise on 2+ workers)
     assert all(p.grad is not None for p in student.parameters())
     step.update_teacher(None, student, epoch=3, iteration=15)

@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 from u2pl_ray.config.schema import MethodConfig
-from u2pl_ray.method.step import U2PLStep
+from u2pl_ray.method import U2PL, MethodContext
 from u2pl_ray.method.teacher import copy_student_into_teacher, ema_decay, ema_update, poly_lr, set_poly_lr
 
 
@@ -44,7 +44,7 @@ def test_ema_update_is_the_plain_float32_expression():
 
 def test_update_teacher_follows_the_epochs_and_leaves_buffers_alone():
     cfg = MethodConfig(sup_only_epochs=1, ema_decay=0.99)
-    step = U2PLStep(cfg, num_classes=2, rep_dim=4, total_epochs=3, iters_per_epoch=10, device="cpu")
+    step = U2PL(cfg, MethodContext(num_classes=2, rep_dim=4, total_epochs=3, iters_per_epoch=10))
     teacher, student = _net(0), _net(1)
     teacher[1].running_mean.fill_(3.0)
     before = [p.detach().clone() for p in teacher.parameters()]

@@ -52,7 +52,7 @@ def test_two_workers_train_u2pl_with_identical_banks_on_s3(s3_env, cache_dir):
     assert names == ["checkpoint_00000004", "checkpoint_00000008"]
     with fetched(fs, f"{run}/{names[-1]}") as directory:
         ckpt = load_checkpoint(directory)
-    digests = {ckpt["rank_0"]["bank_sha256"], ckpt["rank_1"]["bank_sha256"]}
+    digests = {ckpt["rank_0"]["shared_sha256"], ckpt["rank_1"]["shared_sha256"]}
     assert len(digests) == 1 and None not in digests, "both ranks hold the same memory bank"
     bank = ckpt["state"]["method"]["memory_bank"]
     assert sum(bank["counts"]) > 0, "the all-gathered negatives reached the bank"
@@ -70,7 +70,7 @@ def test_supervised_on_two_workers_validates_every_epoch_with_periodic_checkpoin
     skipped, and whose reports carried no iteration)."""
     with local_ray():
         rc = train(f"--set=storage.path={tmp_path}", "--set=storage.name=sup", f"--set=data.cache_dir={cache_dir}",
-                   "--set=method.mode=supervised", "--set=storage.checkpoint_every_iters=2")
+                   "--set=method.name=supervised", "--set=storage.checkpoint_every_iters=2")
     out = capsys.readouterr().out
     assert rc == 0
     run = tmp_path / "sup"

@@ -125,8 +125,10 @@ def _write_run(root, tensorboard: bool):
     history = [
         {"iteration": 10, "epoch": 1, "val/student/miou": 0.20, "val/miou": 0.20},
         {"iteration": 15, "epoch": 1, "val/student/miou": 0.22, "val/miou": 0.22},  # a mid-epoch validation
-        {"iteration": 20, "epoch": 2, "val/student/miou": 0.30, "val/teacher/miou": 0.32, "val/miou": 0.32},
-        {"iteration": 30, "epoch": 3, "val/student/miou": 0.35, "val/teacher/miou": 0.38, "val/miou": 0.38},
+        {"iteration": 20, "epoch": 2, "val/student/miou": 0.30, "val/teacher/miou": 0.32, "val/miou": 0.32,
+         "drop_percent": 85.0},
+        {"iteration": 30, "epoch": 3, "val/student/miou": 0.35, "val/teacher/miou": 0.38, "val/miou": 0.38,
+         "drop_percent": 90.0},
     ]
     make_checkpoint(root / "checkpoint_00000020", cfg, iteration=20, history=history[:3], steps=1)
     make_checkpoint(root / "checkpoint_00000030", cfg, iteration=30, history=history, steps=1)
@@ -162,14 +164,14 @@ def test_curves_from_history_and_tensorboard(tmp_path):
         assert Image.open(uri).size[0] > 300
 
 
-def test_drop_percent_from_the_schedule_without_tensorboard(tmp_path):
+def test_drop_percent_from_the_validations_record_without_tensorboard(tmp_path):
     run = tmp_path / "run"
     _write_run(run, tensorboard=False)
     curves = read_run_curves(str(run))
-    # 4 epochs of 10 iterations, drop 80 -> 100 - 20 * (1 - e/4) for the epoch e of the iteration before
-    assert curves.get("train/drop_percent") == [(10, 80.0), (15, 85.0), (20, 85.0), (30, 90.0)]
+    # what the training steps before each semi-supervised validation used (the method's schedule, recorded)
+    assert curves.get("train/drop_percent") == [(20, 85.0), (30, 90.0)]
     assert curves.get("train/sup") == []
-    assert "drop percent from the config schedule" in curves.sources
+    assert curves.sources == [str(run / "checkpoint_00000030" / "meta.json")]
 
 
 def test_report_command(tmp_path, capsys):

@@ -25,7 +25,17 @@ from u2pl_ray.config import Config, ConfigError, build_config, load_config
 from u2pl_ray.config.loader import apply_overrides
 from u2pl_ray.data.errors import DataError
 from u2pl_ray.engine.checkpoint import CheckpointError
-from u2pl_ray.engine.launch import Storage, init_ray, resolve_storage, run_name, write_run_config
+from u2pl_ray.engine.launch import (
+    Storage,
+    build_trainer,
+    epoch_iterations,
+    init_ray,
+    resolve_storage,
+    run_name,
+    train_datasets,
+    write_run_config,
+)
+from u2pl_ray.method import method_class
 
 log = logging.getLogger("u2pl_ray.train")
 REPO = Path(__file__).resolve().parent.parent
@@ -191,14 +201,13 @@ def run_training(cfg: Config, name: str, storage: Storage, *, config_path: str |
                  address: str | None = None) -> int:
     import ray
 
-    from u2pl_ray.data.stream import build_train_datasets, iters_per_epoch, load_dataset_info
-    from u2pl_ray.engine.launch import build_trainer
+    from u2pl_ray.data.stream import load_dataset_info
     from u2pl_ray.engine.progress import ProgressBoard, ProgressPrinter
 
     started = time.monotonic()
     info = load_dataset_info(cfg.data)
     world = max(1, cfg.scaling.num_workers)
-    iters = iters_per_epoch(info, cfg.data, world, mode=cfg.method.mode, fixed=cfg.schedule.iters_per_epoch)
+    iters = epoch_iterations(cfg, info, world)
     if init_ray(address):
         from u2pl_ray.data.stream import check_cpu_budget
 
@@ -214,8 +223,7 @@ def run_training(cfg: Config, name: str, storage: Storage, *, config_path: str |
     tb_dir = Path(run.path) / "tensorboard" if run.is_local else Path(tempfile.mkdtemp(prefix="u2pl-tb-"))
     printer = ProgressPrinter(cfg.schedule.epochs, tensorboard_dir=tb_dir if cfg.tensorboard else None)
     trainer = build_trainer(cfg, name=name, storage=storage, dataset_info=info, iters_per_epoch=iters,
-                            datasets=build_train_datasets(cfg.data, info, mode=cfg.method.mode, iters_per_epoch=iters,
-                                                          world_size=world), board=board)
+                            datasets=train_datasets(cfg, info, iters, world), board=board)
     try:
         result, error = fit_with_progress(trainer, board, printer)
         wall = time.monotonic() - started
@@ -227,7 +235,7 @@ def run_training(cfg: Config, name: str, storage: Storage, *, config_path: str |
         print(f"error: training failed: {error}", file=sys.stderr)
         print(f"resume with: python -m u2pl_ray.train --resume {run.uri}", file=sys.stderr)
         return 1
-    global_batch = cfg.data.batch_size * world * (2 if cfg.method.mode == "u2pl" else 1)
+    global_batch = cfg.data.batch_size * world * (2 if method_class(cfg.method.name).needs_unlabeled else 1)
     summary = build_summary(cfg, run, result, wall, config_path, global_batch)
     run.join("summary.json").write_text(json.dumps(summary, indent=1))
     _print_summary(summary, run.join("summary.json").uri)

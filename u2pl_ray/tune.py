@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from u2pl_ray.config import Config, ConfigError, config_to_dict, dump_config, load_config
-from u2pl_ray.engine.launch import Storage, init_ray, resolve_storage
+from u2pl_ray.engine.launch import Storage, build_trainer, epoch_iterations, init_ray, resolve_storage, train_datasets
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "tune_demo.yaml"
 SWEEP_CONFIG = "sweep_config.yaml"
@@ -39,18 +39,15 @@ def run_trial(params: dict[str, Any], *, base: dict[str, Any], dataset_info: Any
     from ray.tune.integration.ray_train import TuneReportCallback
 
     from u2pl_ray.config import build_config
-    from u2pl_ray.data.stream import build_train_datasets, iters_per_epoch
-    from u2pl_ray.engine.launch import build_trainer
     from u2pl_ray.sweep.space import apply_params
 
     cfg = build_config(apply_params(base, params), source=f"trial {params}")
     world = max(1, cfg.scaling.num_workers)
-    iters = iters_per_epoch(dataset_info, cfg.data, world, mode=cfg.method.mode, fixed=cfg.schedule.iters_per_epoch)
+    iters = epoch_iterations(cfg, dataset_info, world)
     trainer = build_trainer(
         cfg, name=ray.tune.get_context().get_trial_id(), storage=resolve_storage(trials_uri),
         dataset_info=dataset_info, iters_per_epoch=iters,
-        datasets=build_train_datasets(cfg.data, dataset_info, mode=cfg.method.mode, iters_per_epoch=iters,
-                                      world_size=world),
+        datasets=train_datasets(cfg, dataset_info, iters, world),
         callbacks=[TuneReportCallback()],
     )
     trainer.fit()
@@ -144,14 +141,13 @@ def resolve_sweep(args: argparse.Namespace) -> tuple[Config, Storage, str]:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     from u2pl_ray.data.errors import DataError
-    from u2pl_ray.data.stream import iters_per_epoch, load_dataset_info
+    from u2pl_ray.data.stream import load_dataset_info
 
     try:
         cfg, sweep, name = resolve_sweep(args)
         info = load_dataset_info(cfg.data)
         # Refuses what every trial would fail on (a u2pl sweep over a split without unlabelled images).
-        iters_per_epoch(info, cfg.data, cfg.scaling.num_workers, mode=cfg.method.mode,
-                        fixed=cfg.schedule.iters_per_epoch)
+        epoch_iterations(cfg, info, cfg.scaling.num_workers)
         init_ray(args.address)
         tuner = build_tuner(cfg, sweep, name, info, restore=bool(args.resume))
     except (ConfigError, DataError) as exc:

@@ -101,8 +101,9 @@ class ModelConfig(Section):
 
 
 class MethodConfig(Section):
+    name: Literal["u2pl", "supervised"] = Field(
+        "u2pl", description="the method (u2pl_ray.method.registry); supervised = labelled data only (SupOnly)")
     variant: Variant = "official"
-    mode: Literal["u2pl", "supervised"] = Field("u2pl", description="supervised = labelled data only (SupOnly)")
     sup_only_epochs: int = Field(1, ge=0, description="supervised warm-up epochs (official S)")
     criterion: Literal["ce", "ohem"] = "ce"
     ohem_thresh: float = Field(0.7, gt=0, le=1)
@@ -132,6 +133,15 @@ class MethodConfig(Section):
     bank_size: int = Field(30_000, gt=0)
     # teacher
     ema_decay: float = Field(0.99, ge=0, lt=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_mode(cls, data: Any) -> Any:
+        # Configs and checkpoints before method.name said `method.mode: u2pl | supervised`.
+        if isinstance(data, dict) and "mode" in data and "name" not in data:
+            data = {**data, "name": data["mode"]}
+            del data["mode"]
+        return data
 
     @model_validator(mode="after")
     def _check_ranks(self) -> MethodConfig:

@@ -50,17 +50,17 @@ def check_cpu_budget(cfg, num_workers: int, cpus_per_worker: float, cluster_cpus
             "would wait forever. Lower scaling.cpus_per_worker (e.g. 0.5 on a 2-core machine) or data.ray_task_cpus")
 
 
-def build_train_datasets(cfg, info: DatasetInfo, mode: str = "u2pl", *, iters_per_epoch: int,
+def build_train_datasets(cfg, info: DatasetInfo, *, needs_unlabeled: bool = True, iters_per_epoch: int,
                          world_size: int) -> dict[str, Any]:
-    """{"labeled": Dataset, "unlabeled": Dataset}. "unlabeled" is an empty dataset in supervised mode or
-    when the split has no unlabelled images, so `get_dataset_shard("unlabeled")` always works. Each
-    stream lists its files often enough that one pass covers an epoch of every worker (`stream_repeats`)."""
+    """{"labeled": Dataset, "unlabeled": Dataset}. "unlabeled" is an empty dataset for a method that reads
+    no unlabelled images (supervised), so `get_dataset_shard("unlabeled")` always works. Each stream
+    lists its files often enough that one pass covers an epoch of every worker (`stream_repeats`)."""
     import ray.data
 
     needed = iters_per_epoch * cfg.batch_size * max(1, world_size)
-    labeled = _files_dataset(cfg, info, "labeled", stream_repeats(info, "labeled", mode, needed))
-    if mode == "u2pl" and info.num_unlabeled > 0:
-        unlabeled = _files_dataset(cfg, info, "unlabeled", stream_repeats(info, "unlabeled", mode, needed))
+    labeled = _files_dataset(cfg, info, "labeled", stream_repeats(info, "labeled", needs_unlabeled, needed))
+    if needs_unlabeled and info.num_unlabeled > 0:
+        unlabeled = _files_dataset(cfg, info, "unlabeled", stream_repeats(info, "unlabeled", needs_unlabeled, needed))
     else:
         unlabeled = ray.data.from_items([])
     return {"labeled": labeled, "unlabeled": unlabeled}

@@ -106,33 +106,34 @@ def check_all_shards(info: DatasetInfo) -> None:
         list(pool.map(lambda ref: open_shard(fs, path, ref, info.root), refs))
 
 
-def check_split_for_mode(info: DatasetInfo, mode: str) -> None:
-    """DataError when a semi-supervised run is asked of a split without unlabelled images: every worker
-    would fail on its first step (and be retried `max_failures` times)."""
-    if mode == "u2pl" and info.num_unlabeled == 0:
+def check_split_for_method(info: DatasetInfo, needs_unlabeled: bool, method: str) -> None:
+    """DataError when a semi-supervised method is asked of a split without unlabelled images: every
+    worker would fail on its first step (and be retried `max_failures` times)."""
+    if needs_unlabeled and info.num_unlabeled == 0:
         raise DataError(f"split '{info.split}' of {redact(info.root)} has no unlabelled images "
-                        f"({info.num_labeled} labelled): method.mode=u2pl needs some. Choose a split with "
-                        "unlabelled images, or train it with method.mode=supervised")
+                        f"({info.num_labeled} labelled): method.name={method} needs some. Choose a split with "
+                        "unlabelled images, or train it with method.name=supervised")
 
 
-def iters_per_epoch(info: DatasetInfo, cfg, world_size: int, mode: str = "u2pl", fixed: int | None = None) -> int:
+def iters_per_epoch(info: DatasetInfo, cfg, world_size: int, *, needs_unlabeled: bool = True, method: str = "u2pl",
+                    fixed: int | None = None) -> int:
     """`fixed` (schedule.iters_per_epoch) when given, else floor(ceil(N / W) / B) (spec §1.5) with N the
-    unlabelled images, or the labelled ones in supervised mode. Checks first that the split suits `mode`."""
-    check_split_for_mode(info, mode)
+    unlabelled images, or the labelled ones for a method that reads no unlabelled images (supervised).
+    Checks first that the split suits the method."""
+    check_split_for_method(info, needs_unlabeled, method)
     if fixed:
         return int(fixed)
-    use_unlabeled = mode == "u2pl"
-    total = info.num_unlabeled if use_unlabeled else info.num_labeled
+    total = info.num_unlabeled if needs_unlabeled else info.num_labeled
     world = max(1, int(world_size))
     n = math.ceil(total / world) // cfg.batch_size
     if n <= 0:
-        which = "unlabelled" if use_unlabeled else "labelled"
+        which = "unlabelled" if needs_unlabeled else "labelled"
         raise DataError(f"{total} {which} images over {world} worker(s) at data.batch_size={cfg.batch_size} "
                         "make no full batch per worker: use fewer workers or a smaller batch")
     return n
 
 
-def stream_repeats(info: DatasetInfo, role: str, mode: str, samples_per_epoch: int) -> int:
+def stream_repeats(info: DatasetInfo, role: str, needs_unlabeled: bool, samples_per_epoch: int) -> int:
     """How many times a stream lists its rows per epoch so that one pass feeds every worker's
     `samples_per_epoch` share (iters x batch x workers) without padding: at least ceil(N_u / N_l) for
     the labelled stream of a semi-supervised run (spec §6.3), and enough to cover a fixed
@@ -141,6 +142,6 @@ def stream_repeats(info: DatasetInfo, role: str, mode: str, samples_per_epoch: i
     if rows <= 0:
         return 1
     repeats = math.ceil(samples_per_epoch / rows)
-    if role == "labeled" and mode == "u2pl" and info.num_unlabeled > 0:
+    if role == "labeled" and needs_unlabeled and info.num_unlabeled > 0:
         repeats = max(repeats, math.ceil(info.num_unlabeled / rows))
     return max(1, repeats)

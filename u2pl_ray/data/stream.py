@@ -2,8 +2,10 @@
 
 Driver:
     info = load_dataset_info(cfg.data)
-    n = iters_per_epoch(info, cfg.data, world_size, mode=cfg.method.mode, fixed=cfg.schedule.iters_per_epoch)
-    datasets = build_train_datasets(cfg.data, info, mode=cfg.method.mode, iters_per_epoch=n, world_size=world_size)
+    semi = method_class(cfg.method.name).needs_unlabeled
+    n = iters_per_epoch(info, cfg.data, world_size, needs_unlabeled=semi, method=cfg.method.name,
+                        fixed=cfg.schedule.iters_per_epoch)
+    datasets = build_train_datasets(cfg.data, info, needs_unlabeled=semi, iters_per_epoch=n, world_size=world_size)
     TorchTrainer(..., datasets=datasets, dataset_config=train_dataset_config(cfg.data))
 Worker:
     stream = TrainStream(cfg.data, labeled=get_dataset_shard("labeled"), unlabeled=... or None,
@@ -67,7 +69,7 @@ class TrainStream:
         self.rank, self.world_size, self.seed = int(rank), int(world_size), int(seed)
         self.iters = int(iters_per_epoch)
         self.shards = {"labeled": labeled, "unlabeled": unlabeled}
-        # `unlabeled=None` means supervised mode; a split without unlabelled images behaves the same.
+        # `unlabeled=None`: a method without unlabelled images (supervised).
         self.roles = ["labeled"] + (["unlabeled"] if unlabeled is not None and self.info.num_unlabeled > 0 else [])
         if not cfg.deterministic and labeled is None:
             raise DataError("TrainStream needs the labelled dataset shard (ray.train.get_dataset_shard('labeled'))")

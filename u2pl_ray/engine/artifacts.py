@@ -77,8 +77,8 @@ def local_checkpoint(uri: str) -> Iterator[Path]:
 def load_trained_model(uri: str, which: Which = "auto", map_location: str = "cpu") -> LoadedModel:
     """Builds the network of a checkpoint's config and loads the teacher's or the student's weights.
 
-    `auto` takes the teacher when the run reached the semi-supervised phase (as the official code
-    validates the teacher then), else the student.
+    `auto` takes the model the run's method selected at its last validation: the teacher once a
+    method with one has handed over to it (U2PL: after the warm-up, as the official code), else the student.
     """
     from u2pl_ray.model import build_model
 
@@ -90,8 +90,10 @@ def load_trained_model(uri: str, which: Which = "auto", map_location: str = "cpu
         cfg = build_config(yaml.safe_load(config_path.read_text()), source=f"{uri}/config.yaml")
         state = load_torch(directory / SHARED)
     if which == "auto":
-        semi = cfg.method.mode == "u2pl" and int(meta.get("epoch", 0)) > cfg.method.sup_only_epochs
-        which = "teacher" if semi else "student"
+        from u2pl_ray.method import method_class
+
+        selected = method_class(cfg.method.name).teacher_selected(cfg.method, int(meta.get("epoch", 0)))
+        which = "teacher" if selected else "student"
     if which not in state:
         raise CheckpointError(f"checkpoint {uri} holds no '{which}' weights")
     model_cfg = cfg.model.model_copy(update={"pretrained": None})  # the checkpoint has every weight

@@ -80,6 +80,25 @@ class Storage:
         return isinstance(self.fs, pafs.LocalFileSystem)
 
 
+def epoch_iterations(cfg: Config, info: Any, world_size: int) -> int:
+    """Iterations per epoch of this run (fixed, or from the stream its method reads); a DataError when
+    the split does not suit the method (a semi-supervised method on a split without unlabelled images)."""
+    from u2pl_ray.data.stream import iters_per_epoch
+    from u2pl_ray.method import method_class
+
+    return iters_per_epoch(info, cfg.data, world_size, needs_unlabeled=method_class(cfg.method.name).needs_unlabeled,
+                           method=cfg.method.name, fixed=cfg.schedule.iters_per_epoch)
+
+
+def train_datasets(cfg: Config, info: Any, iters_per_epoch: int, world_size: int) -> dict[str, Any]:
+    """The Ray Datasets the TorchTrainer splits across its workers, for the streams the method reads."""
+    from u2pl_ray.data.stream import build_train_datasets
+    from u2pl_ray.method import method_class
+
+    return build_train_datasets(cfg.data, info, needs_unlabeled=method_class(cfg.method.name).needs_unlabeled,
+                                iters_per_epoch=iters_per_epoch, world_size=world_size)
+
+
 def resolve_storage(uri: str) -> Storage:
     from u2pl_ray.data.fs import is_local, resolve_filesystem
 

@@ -23,6 +23,7 @@ from u2pl_ray.engine.session import Session
 from u2pl_ray.engine.setup import Components, build_components
 from u2pl_ray.engine.state import load_state, save_state
 from u2pl_ray.engine.validation import run_validation
+from u2pl_ray.method.teacher import set_poly_lr
 
 log = logging.getLogger(__name__)
 # Training figures kept in the run's history next to each validation (the curves of `report`).
@@ -130,10 +131,10 @@ class Runner:
 
     def set_learning_rate(self) -> float:
         assert self.c is not None
-        factor = (1 - self.progress.iteration / self.max_iters) ** self.cfg.schedule.poly_power
-        for group in self.c.optimizer.param_groups:
-            group["lr"] = group["initial_lr"] * factor
-        return self.c.optimizer.param_groups[0]["lr"]
+        optimizer = self.c.optimizer
+        lrs = set_poly_lr(optimizer, [g["initial_lr"] for g in optimizer.param_groups], self.progress.iteration,
+                          self.max_iters, self.cfg.schedule.poly_power)
+        return lrs[0]
 
     def train_step(self, batch: Any) -> None:
         assert self.c is not None
@@ -143,7 +144,7 @@ class Runner:
         lr = self.set_learning_rate()
         image_l, label_l, image_u = c.to_device(batch)
         c.student.train()
-        loss, metrics = c.step.losses(
+        loss, metrics = c.method.losses(
             c.student, c.teacher, image_l, label_l, image_u,
             epoch=prog.epoch, iteration=prog.iteration, autocast=c.autocast,
         )
@@ -155,11 +156,12 @@ class Runner:
         else:
             prog.nonfinite_in_row = 0
             c.backward_and_step(loss)
-        with c.timer("ema"):
-            if not bad:
-                c.step.update_teacher(c.teacher, c.unwrapped_student, epoch=prog.epoch, iteration=prog.iteration)
-            # The teacher's train-mode forward moved its BN statistics on each rank, skipped step or not.
-            coll.broadcast_buffers_(c.teacher)
+        if c.teacher is not None:
+            with c.timer("ema"):
+                if not bad:
+                    c.method.update_teacher(c.teacher, c.unwrapped_student, epoch=prog.epoch, iteration=prog.iteration)
+                # The teacher's train-mode forward moved its BN statistics on each rank, skipped step or not.
+                coll.broadcast_buffers_(c.teacher)
         n_images = image_l.shape[0] + (image_u.shape[0] if image_u is not None else 0)
         self._images_seen += n_images * self.session.world_size
         metrics = {k: float(v) for k, v in metrics.items()}
@@ -190,15 +192,15 @@ class Runner:
         values = self.window.recent()
         values.update(iteration=self.progress.iteration, epoch=self.progress.epoch, max_iters=self.max_iters,
                       best_miou=self.progress.best_miou)
-        values.update(self.c.bank_fill())
+        values.update(self.c.method.progress_values())
         values.update({f"data/{k}": float(v) for k, v in self.c.stream.counters().items()})
         self.session.progress(values)
 
     def validate(self) -> dict[str, float]:
-        """mIoU of the student, and of the teacher once it exists (after the warm-up epochs)."""
+        """mIoU of the student, and of the teacher once the method selects it."""
         assert self.c is not None
         results: dict[str, float] = {}
-        with_teacher = self.cfg.method.mode == "u2pl" and self.progress.epoch > self.cfg.method.sup_only_epochs
+        with_teacher = self.c.teacher is not None and self.c.method.teacher_selected(self.cfg.method, self.progress.epoch)
         # Without SyncBatchNorm each rank's student keeps its own running statistics: score the student that
         # is saved, rank 0's, on every rank.
         coll.broadcast_buffers_(self.c.unwrapped_student)
@@ -211,7 +213,6 @@ class Runner:
             scores = run_validation(model, self.cfg, self.info, self.session, self.c.device, self.c.autocast)
             model.train(was_training)
             results.update({f"val/{name}/{k}": v for k, v in scores.items()})
-        # Selection follows the official code: student before the teacher takes over, then teacher.
         chosen = "teacher" if with_teacher else "student"
         results["val/miou"] = results[f"val/{chosen}/miou"]
         return results
@@ -251,14 +252,16 @@ class Runner:
         every = self.cfg.eval.images_every
         if not (self.is_rank0 and self.run_uri and every and self.progress.validations % every == 0):
             return
-        from u2pl_ray.method import drop_percent
-        from u2pl_ray.viz import first_val_samples, write_pseudo_label_grid
+        from u2pl_ray.viz.pseudo_labels import first_val_samples, write_pseudo_label_grid
 
         assert self.c is not None
+        method = self.c.method
+        percent = method.picture_drop_percent(self.progress.epoch)
+        if percent is None:
+            return
         if self._picture_samples is None:
             self._picture_samples = first_val_samples(self.cfg, self.info, 3)
-        teacher = self.c.teacher if self.progress.epoch > self.cfg.method.sup_only_epochs else None
-        percent = drop_percent(self.progress.epoch, self.cfg.schedule.epochs, self.cfg.method.drop_percent)
+        teacher = self.c.teacher if method.teacher_selected(self.cfg.method, self.progress.epoch) else None
         try:
             write_pseudo_label_grid(self.run_uri, self.progress.iteration, self.c.unwrapped_student, teacher,
                                     self._picture_samples, percent, self.cfg, classes=self.c.classes)

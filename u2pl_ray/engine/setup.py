@@ -1,4 +1,5 @@
-"""Builds what one worker trains with: device, student/teacher, optimiser, AMP, the U2PL step, the stream."""
+"""Builds what one worker trains with: device, student (and teacher when the method has one), optimiser,
+AMP, the method, the stream."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from u2pl_ray.data.stream import TrainStream
 from u2pl_ray.engine import collectives as coll
 from u2pl_ray.engine.session import Session
 from u2pl_ray.engine.timing import PhaseTimer, timing_enabled
-from u2pl_ray.method import U2PLStep
+from u2pl_ray.method import Method, MethodContext, build_method, method_class
 from u2pl_ray.model import build_model, convert_sync_batchnorm
 
 
@@ -26,10 +27,10 @@ class Components:
     device: torch.device
     student: nn.Module  # DDP-wrapped when distributed
     unwrapped_student: nn.Module
-    teacher: nn.Module
+    teacher: nn.Module | None  # when the method uses one
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler | None
-    step: U2PLStep
+    method: Method
     stream: TrainStream
     autocast: Callable[[], ContextManager]
     mean: Tensor
@@ -57,11 +58,6 @@ class Components:
                 loss.backward()
                 self.optimizer.step()
 
-    def bank_fill(self) -> dict[str, float]:
-        bank = self.step.memory_bank
-        if bank is None:
-            return {}
-        return {f"bank_fill/{c}": float(f) for c, f in enumerate(bank.fill())}
 
 
 def pick_device(cfg: Config, session: Session) -> torch.device:
@@ -108,20 +104,22 @@ def build_components(cfg: Config, session: Session, info: Any, iters_per_epoch: 
     _threads(cfg, session)
     num_classes = cfg.model.num_classes or info.num_classes
     cfg.model.num_classes = num_classes  # checkpoints then carry a self-contained config
+    method_cls = method_class(cfg.method.name)
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
     student = build_model(cfg.model, num_classes)
-    teacher = build_model(cfg.model, num_classes)
+    teacher = build_model(cfg.model, num_classes) if method_cls.uses_teacher else None
     distributed = coll.is_distributed()
     if distributed and device.type == "cuda" and cfg.model.sync_bn:
         student = convert_sync_batchnorm(student)  # keeps timm's BatchNormAct activations
-        teacher = convert_sync_batchnorm(teacher)
+        teacher = convert_sync_batchnorm(teacher) if teacher is not None else None
     student.to(device)
-    teacher.to(device)
-    for p in teacher.parameters():
-        p.requires_grad_(False)
-    if distributed:
-        for tensor in teacher.state_dict().values():
-            torch.distributed.broadcast(tensor, 0)
+    if teacher is not None:
+        teacher.to(device)
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+        if distributed:
+            for tensor in teacher.state_dict().values():
+                torch.distributed.broadcast(tensor, 0)
     optimizer = build_optimizer(cfg, student)
     wrapped: nn.Module = student
     if distributed:
@@ -130,14 +128,14 @@ def build_components(cfg: Config, session: Session, info: Any, iters_per_epoch: 
         )
     torch.manual_seed(cfg.seed + 1000 * session.rank)  # dropout and the like differ per rank
     timer = PhaseTimer(timing_enabled(cfg.step_timing, device), device)
-    step = U2PLStep(
-        cfg.method, num_classes=num_classes, rep_dim=cfg.model.rep_dim, total_epochs=cfg.schedule.epochs,
-        iters_per_epoch=iters_per_epoch, device=device, ignore_index=cfg.data.ignore_index,
+    method = build_method(cfg.method, MethodContext(
+        num_classes=num_classes, total_epochs=cfg.schedule.epochs, iters_per_epoch=iters_per_epoch, device=device,
+        rep_dim=cfg.model.rep_dim, ignore_index=cfg.data.ignore_index,
         gather=timer.wrap("allgather", coll.all_gather_rows), seed=cfg.seed + session.rank, phase=timer,
-    )
+    ))
     labeled, unlabeled = session.data_iterators()
     stream = TrainStream(
-        cfg.data, labeled=labeled, unlabeled=unlabeled if cfg.method.mode == "u2pl" else None,
+        cfg.data, labeled=labeled, unlabeled=unlabeled if method.needs_unlabeled else None,
         rank=session.rank, world_size=session.world_size, seed=cfg.seed, iters_per_epoch=iters_per_epoch,
         info=info,
     )
@@ -146,7 +144,7 @@ def build_components(cfg: Config, session: Session, info: Any, iters_per_epoch: 
     std = torch.tensor(cfg.data.std, device=device).view(1, 3, 1, 1)
     return Components(
         cfg=cfg, device=device, student=wrapped, unwrapped_student=student, teacher=teacher,
-        optimizer=optimizer, scaler=scaler, step=step, stream=stream,
+        optimizer=optimizer, scaler=scaler, method=method, stream=stream,
         autocast=_autocast_factory(cfg, device), mean=mean, std=std, timer=timer,
         num_classes=num_classes,
         classes=[{"name": n, "color": list(c)} for n, c in zip(info.class_names, info.class_colors)],

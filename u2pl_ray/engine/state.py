@@ -28,49 +28,48 @@ from u2pl_ray.engine.checkpoint import (
 log = logging.getLogger(__name__)
 P = TypeVar("P")
 
-# The memory bank is identical on every rank (all-gathered), so it is stored once with the weights;
-# the rest of the method's state (its generators) differs per rank.
-SHARED_METHOD_KEYS = ("memory_bank",)
-
-
-def _split_method_state(state: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    shared = {k: v for k, v in state.items() if k in SHARED_METHOD_KEYS}
-    own = {k: v for k, v in state.items() if k not in SHARED_METHOD_KEYS}
+def _split_method_state(state: dict[str, Any], shared_keys: tuple[str, ...]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The method's state identical on every rank (e.g. U2PL's all-gathered memory bank: stored once with
+    the weights) and the rest (its generators: per rank)."""
+    shared = {k: v for k, v in state.items() if k in shared_keys}
+    own = {k: v for k, v in state.items() if k not in shared_keys}
     return shared, own
 
 
-def bank_digest(method_state: dict[str, Any]) -> str | None:
-    """sha256 over the memory bank's rows in logical order: equal on every rank when the all-gather
-    kept the banks identical (each rank stores its digest; tests and `verify_banks` compare them)."""
-    bank = method_state.get("memory_bank")
-    if not bank:
+def state_digest(value: Any) -> str | None:
+    """sha256 over nested dicts / lists of tensors and plain values, in a fixed order: equal on every
+    rank when their rank-shared state is (each rank stores the digest of its own; tests compare them)."""
+    if not value:
         return None
     digest = hashlib.sha256()
-    for rows in bank["rows"]:
-        digest.update(str(tuple(rows.shape)).encode())
-        digest.update(rows.contiguous().numpy().tobytes())
-    return digest.hexdigest()
 
+    def walk(node: Any) -> None:
+        if isinstance(node, torch.Tensor):
+            digest.update(str((tuple(node.shape), str(node.dtype))).encode())
+            digest.update(node.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+        elif isinstance(node, dict):
+            for key in sorted(node, key=str):
+                digest.update(str(key).encode())
+                walk(node[key])
+        elif isinstance(node, (list, tuple)):
+            for item in node:
+                walk(item)
+        else:
+            digest.update(repr(node).encode())
 
-def tensors_digest(tensors: Any) -> str:
-    """sha256 over named tensors (a state dict, or named buffers) in order."""
-    digest = hashlib.sha256()
-    for name, tensor in tensors:
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    walk(value)
     return digest.hexdigest()
 
 
 def save_state(directory: Path, c: Any, progress: Any, rank: int, cfg: Config, metrics: dict, faults: Any) -> None:
     paths = CheckpointPaths(directory)
-    method_state = c.step.state_dict()
-    method_shared, method_own = _split_method_state(method_state)
+    method_shared, method_own = _split_method_state(c.method.state_dict(), type(c.method).rank_shared_state)
     stream_state = c.stream.state_dict() if hasattr(c.stream, "state_dict") else {}
     # Digests of what must be identical on every rank, stored by each rank (tests compare them).
     save_torch({"rng": capture_rng(), "method": method_own, "stream": stream_state,
-                "bank_sha256": bank_digest(method_state),
-                "teacher_sha256": tensors_digest(c.teacher.state_dict().items()),
-                "student_buffers_sha256": tensors_digest(c.unwrapped_student.named_buffers())},
+                "shared_sha256": state_digest(method_shared),
+                "teacher_sha256": state_digest(c.teacher.state_dict()) if c.teacher is not None else None,
+                "student_buffers_sha256": state_digest(dict(c.unwrapped_student.named_buffers()))},
                paths.rank(rank))
     # The seal written by rank 0 lists every rank's file: a checkpoint missing one is not complete.
     entries = coll.all_gather_objects((paths.rank(rank).name, file_entry(paths.rank(rank))))
@@ -78,7 +77,7 @@ def save_state(directory: Path, c: Any, progress: Any, rank: int, cfg: Config, m
         return
     shared = {
         "student": c.unwrapped_student.state_dict(),
-        "teacher": c.teacher.state_dict(),
+        "teacher": c.teacher.state_dict() if c.teacher is not None else {},
         "optimizer": c.optimizer.state_dict(),
         "scaler": c.scaler.state_dict() if c.scaler is not None else {},
         "method": method_shared,
@@ -114,14 +113,15 @@ def load_state(directory: Path, c: Any, rank: int, progress_cls: type[P]) -> P:
         if key not in shared:
             raise CheckpointError(f"checkpoint {directory}: {paths.shared.name} has no '{key}' entry")
     _load_module(c.unwrapped_student, shared["student"], "student network", directory)
-    _load_module(c.teacher, shared["teacher"], "teacher network", directory)
+    if c.teacher is not None:
+        _load_module(c.teacher, shared["teacher"], "teacher network", directory)
     _load_module(c.optimizer, shared["optimizer"], "optimiser", directory)
     if c.scaler is not None and shared.get("scaler"):
         c.scaler.load_state_dict(shared["scaler"])
     own_path = paths.rank(rank)
     own = load_torch(own_path) if own_path.exists() else None
     # Start from this rank's fresh state so that a checkpoint from another worker count still loads.
-    method_state = {**c.step.state_dict(), **shared.get("method", {})}
+    method_state = {**c.method.state_dict(), **shared.get("method", {})}
     if own is not None:
         method_state.update(own.get("method", {}))
         restore_rng(own["rng"])
@@ -130,7 +130,7 @@ def load_state(directory: Path, c: Any, rank: int, progress_cls: type[P]) -> P:
     else:
         log.warning("%s has no state for rank %d (the worker count changed?): its RNGs start afresh", directory, rank)
     try:
-        c.step.load_state_dict(method_state)
+        c.method.load_state_dict(method_state)
     except (RuntimeError, KeyError, ValueError) as exc:
         raise CheckpointError(f"checkpoint {directory}: the method state does not fit this run: {exc}") from None
     fields = {f.name for f in dataclasses.fields(progress_cls)}  # type: ignore[arg-type]

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from u2pl_ray.method.base import output
 
 
 def upsample(logits: Tensor, size: tuple[int, int]) -> Tensor:
@@ -80,3 +84,14 @@ def supervised_loss(
     if aux is not None and aux_weight > 0:
         loss = loss + aux_weight * one(aux)
     return loss
+
+
+def labelled_loss(out: dict, label: Tensor, cfg: Any, ignore_index: int, num_labeled: int | None = None) -> Tensor:
+    """The supervised loss of a model's dict output ('pred', optional 'aux') as the method config sets
+    it (criterion, OHEM settings, aux weight); `num_labeled`: the labelled rows lead a larger batch."""
+    pred, aux = output(out, "pred", "student"), out.get("aux")
+    if num_labeled is not None:
+        pred = pred[:num_labeled]
+        aux = aux[:num_labeled] if aux is not None else None
+    return supervised_loss(pred, label, aux=aux, criterion=cfg.criterion, aux_weight=cfg.aux_weight,
+                           ohem_thresh=cfg.ohem_thresh, ohem_min_kept=cfg.ohem_min_kept, ignore_index=ignore_index)

@@ -8,7 +8,6 @@ import io
 import json
 import logging
 import tempfile
-from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -88,63 +87,29 @@ def _copy_tree(uri: str, target: Path) -> bool:
     return True
 
 
-def _run_history(run_uri: str) -> tuple[list[dict[str, Any]], dict[str, Any], str | None]:
-    """(history, config dict, where) from the newest checkpoint's meta.json, else summary.json."""
-    import yaml
-
+def _run_history(run_uri: str) -> tuple[list[dict[str, Any]], str | None]:
+    """(history, where) from the newest checkpoint's meta.json, else summary.json."""
     from u2pl_ray.data.fs import exists, join_uri, read_text
     from u2pl_ray.engine.artifacts import resolve_checkpoint_uri
     from u2pl_ray.engine.checkpoint import CheckpointError
 
-    config: dict[str, Any] = {}
-    config_uri = join_uri(run_uri, "config.yaml")
-    if exists(config_uri):
-        config = yaml.safe_load(read_text(config_uri)) or {}
     try:
         newest = resolve_checkpoint_uri(run_uri, prefer="latest")
         meta = json.loads(read_text(join_uri(newest, "meta.json")))
-        return list(meta.get("history", [])), config, join_uri(newest, "meta.json")
+        return list(meta.get("history", [])), join_uri(newest, "meta.json")
     except CheckpointError:
         pass
     summary_uri = join_uri(run_uri, "summary.json")
     if exists(summary_uri):
-        return list(json.loads(read_text(summary_uri)).get("history", [])), config, summary_uri
-    return [], config, None
-
-
-def _iters_per_epoch(history: list[dict[str, Any]], config: dict[str, Any]) -> int | None:
-    """The config's value, else the one most validations agree on (a validation at the end of epoch e
-    reports iteration e * n and epoch e)."""
-    fixed = config.get("schedule", {}).get("iters_per_epoch")
-    if fixed:
-        return int(fixed)
-    votes = Counter(int(h["iteration"]) // int(h["epoch"]) for h in history
-                    if int(h.get("epoch", 0)) > 0 and int(h["iteration"]) % int(h["epoch"]) == 0)
-    return votes.most_common(1)[0][0] if votes else None
-
-
-def _drop_percent_from_schedule(history: list[dict[str, Any]], config: dict[str, Any]) -> Series:
-    """The drop percent of the iteration before each validation, when no training scalar recorded it:
-    it is a function of the epoch alone (spec §3.2), so the config and the history are enough."""
-    from u2pl_ray.method.thresholds import drop_percent
-
-    method, schedule = config.get("method", {}), config.get("schedule", {})
-    points = [h for h in history if "iteration" in h and "epoch" in h and int(h["iteration"]) > 0]
-    if method.get("mode", "u2pl") != "u2pl" or "epochs" not in schedule or not points:
-        return []
-    per_epoch = _iters_per_epoch(points, config)
-    if per_epoch is None:
-        return []
-    epochs, start = int(schedule["epochs"]), float(method.get("drop_percent", 80.0))
-    return sorted({int(h["iteration"]): drop_percent(min((int(h["iteration"]) - 1) // per_epoch, epochs - 1),
-                                                     epochs, start) for h in points}.items())
+        return list(json.loads(read_text(summary_uri)).get("history", [])), summary_uri
+    return [], None
 
 
 def read_run_curves(run_uri: str) -> RunCurves:
     """Everything that can be plotted for a run folder (local path or s3://...)."""
     from u2pl_ray.data.fs import is_local, join_uri, split_query
 
-    history, config, where = _run_history(run_uri)
+    history, where = _run_history(run_uri)
     merged: dict[str, dict[int, float]] = {}
     sources = []
     board_uri = join_uri(run_uri, "tensorboard")
@@ -162,11 +127,8 @@ def read_run_curves(run_uri: str) -> RunCurves:
         _merge(merged, tag, points)
     if where:
         sources.append(where)
-    if DROP_TAG not in merged:
-        derived = _drop_percent_from_schedule(history, config)
-        if derived:
-            _merge(merged, DROP_TAG, derived)
-            sources.append("drop percent from the config schedule")
+    if DROP_TAG not in merged and "drop_percent" in merged:  # no TensorBoard: the validations' record of it
+        merged[DROP_TAG] = merged["drop_percent"]
     return RunCurves({k: sorted(v.items()) for k, v in merged.items()}, sources)
 
 

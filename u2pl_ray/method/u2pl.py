@@ -1,14 +1,11 @@
-"""One U2PL iteration in the official order of operations (spec §1.2), for the engine to call.
-
-    loss, metrics = step.losses(student, teacher, image_l, label_l, image_u, epoch=e, iteration=i)
-    loss.backward(); optimizer.step()
-    step.update_teacher(teacher, student, epoch=e, iteration=i)
+"""U2PL: one iteration in the official order of operations (spec §1.2).
 
 Semi iterations: (epoch S only) teacher := student; teacher eval forward on the clean unlabelled
 images -> hard pseudo-labels at H x W; the gate and the strong augmentation; ONE student forward on
 cat(labelled, mixed unlabelled); supervised loss; teacher train-mode forward (no grad) on the same
 batch; entropy and its percentiles; unsupervised loss; contrastive masks, bank update, contrastive
-loss. The teacher is left in train mode, as the official loop leaves it.
+loss. The teacher is left in train mode, as the official loop leaves it. Epochs before S train the
+student on the labelled batch only (the teacher's forward moves its BN statistics).
 """
 
 from __future__ import annotations
@@ -16,91 +13,69 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable
 from contextlib import AbstractContextManager
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from u2pl_ray.config.schema import MethodConfig
+from u2pl_ray.method.base import Method, MethodContext, metrics_of, output, zero_of_outputs
 from u2pl_ray.method.contrastive import IndexSampler, contrastive_loss, generator_sampler
 from u2pl_ray.method.contrastive_select import downsample_nearest, full_res_masks, select
-from u2pl_ray.method.memory_bank import Gather, MemoryBank
+from u2pl_ray.method.memory_bank import MemoryBank
 from u2pl_ray.method.strong_aug import gate, strong_augment
-from u2pl_ray.method.supervised import supervised_loss, upsample
+from u2pl_ray.method.supervised import labelled_loss, upsample
 from u2pl_ray.method.teacher import copy_student_into_teacher, ema_decay, ema_update
 from u2pl_ray.method.thresholds import alpha_t, drop_percent, entropy_from_logits, percentiles
 from u2pl_ray.method.unsupervised import unsupervised_loss
 
-Phase = Callable[[str], AbstractContextManager]
 
-
-def _no_phase(_: str) -> AbstractContextManager:
-    return contextlib.nullcontext()
-
-
-def _output(out: dict, key: str, who: str) -> Tensor:
-    if not isinstance(out, dict) or key not in out:
-        have = sorted(out) if isinstance(out, dict) else type(out).__name__
-        raise KeyError(f"{who} output lacks '{key}' (has {have}); the model must return a dict with 'pred' and 'rep'")
-    return out[key]
-
-
-class U2PLStep:
+class U2PL(Method):
     """The per-iteration U2PL computation and its state (memory bank, generators)."""
 
-    def __init__(
-        self,
-        cfg: MethodConfig,
-        *,
-        num_classes: int,
-        rep_dim: int,
-        total_epochs: int,
-        iters_per_epoch: int,
-        device: torch.device | str,
-        ignore_index: int = 255,
-        gather: Gather = lambda x: x,
-        seed: int = 0,
-        index_sampler: IndexSampler | None = None,
-        phase: Phase | None = None,
-    ) -> None:
+    name = "u2pl"
+    needs_unlabeled = True
+    uses_teacher = True
+    rank_shared_state = ("memory_bank",)  # all-gathered: identical on every rank
+
+    def __init__(self, cfg: MethodConfig, ctx: MethodContext, index_sampler: IndexSampler | None = None) -> None:
         self.cfg = cfg
-        self.num_classes = num_classes
-        self.total_epochs = total_epochs
-        self.iters_per_epoch = iters_per_epoch
-        self.device = torch.device(device)
-        self.ignore_index = ignore_index
-        self.gather = gather
-        self.phase = phase or _no_phase
+        self.num_classes = ctx.num_classes
+        self.total_epochs = ctx.total_epochs
+        self.iters_per_epoch = ctx.iters_per_epoch
+        self.device = torch.device(ctx.device)
+        self.ignore_index = ctx.ignore_index
+        self.gather = ctx.gather
+        self.phase = ctx.phase
         official = cfg.variant == "official"
         weight = cfg.contra_weight if cfg.contra_weight is not None else (1.0 if official else 0.1)
         # official: the /W of its all_reduce trick is a fixed config value, not the live worker count.
         self.contra_scale = weight * (cfg.contra_grad_scale if official else 1.0)
-        # Distinct streams per seed; pass a per-rank seed so that ranks draw differently.
-        self.aug_generator = torch.Generator().manual_seed(2 * seed)
-        self.sample_generator = torch.Generator().manual_seed(2 * seed + 1)
+        # Distinct streams per seed; the context's seed is per rank, so that ranks draw differently.
+        self.aug_generator = torch.Generator().manual_seed(2 * ctx.seed)
+        self.sample_generator = torch.Generator().manual_seed(2 * ctx.seed + 1)
         self.sampler = index_sampler or generator_sampler(self.sample_generator)
         self.memory_bank: MemoryBank | None = None
-        if cfg.mode == "u2pl" and cfg.contrastive:
-            capacities = [cfg.bank_size_class0] + [cfg.bank_size] * (num_classes - 1)
-            self.memory_bank = MemoryBank(capacities, rep_dim, self.device)
+        if cfg.contrastive:
+            capacities = [cfg.bank_size_class0] + [cfg.bank_size] * (ctx.num_classes - 1)
+            self.memory_bank = MemoryBank(capacities, ctx.rep_dim, self.device)
+
+    @classmethod
+    def teacher_selected(cls, cfg: Any, epochs_done: int) -> bool:
+        # The official selection: the student before the teacher takes over (epoch S), then the teacher.
+        return epochs_done > cfg.sup_only_epochs
+
+    def picture_drop_percent(self, epoch: int) -> float | None:
+        return drop_percent(epoch, self.total_epochs, self.cfg.drop_percent)
+
+    def progress_values(self) -> dict[str, float]:
+        if self.memory_bank is None:
+            return {}
+        return {f"bank_fill/{c}": float(f) for c, f in enumerate(self.memory_bank.fill())}
 
     # -- the loss -----------------------------------------------------------------------------
     def _supervised(self, out: dict, label_l: Tensor, num_labeled: int | None = None) -> Tensor:
-        cfg = self.cfg
-        pred = _output(out, "pred", "student")
-        aux = out.get("aux")
-        if num_labeled is not None:
-            pred = pred[:num_labeled]
-            aux = aux[:num_labeled] if aux is not None else None
-        return supervised_loss(
-            pred, label_l, aux=aux, criterion=cfg.criterion, aux_weight=cfg.aux_weight,
-            ohem_thresh=cfg.ohem_thresh, ohem_min_kept=cfg.ohem_min_kept, ignore_index=self.ignore_index,
-        )
-
-    @staticmethod
-    def _zero(out: dict) -> Tensor:
-        """0 * the sum of every output: a zero that keeps every head (representation, aux) in the graph,
-        as DDP without unused-parameter search needs."""
-        return sum(0.0 * v.float().sum() for v in out.values() if isinstance(v, Tensor))
+        return labelled_loss(out, label_l, self.cfg, self.ignore_index, num_labeled)
 
     def losses(
         self,
@@ -116,15 +91,8 @@ class U2PLStep:
     ) -> tuple[Tensor, dict[str, float]]:
         """Total loss (float32, differentiable) and metrics for one iteration."""
         cfg = self.cfg
-        if cfg.mode == "supervised":
-            with self.phase("student_forward"), autocast():
-                out = student(image_l)
-            with self.phase("sup_loss"):
-                sup = self._supervised(out, label_l)
-            total = sup + self._zero(out)  # the representation head has no loss here
-            return total, self._metrics(sup=sup, total=total)
         if teacher is None or image_u is None:
-            raise ValueError("method.mode='u2pl' needs a teacher and an unlabelled batch (image_u)")
+            raise ValueError("method.name='u2pl' needs a teacher and an unlabelled batch (image_u)")
         if epoch < cfg.sup_only_epochs:
             return self._warmup(student, teacher, image_l, label_l, autocast)
         return self._semi(student, teacher, image_l, label_l, image_u, epoch, autocast)
@@ -137,9 +105,9 @@ class U2PLStep:
         teacher.train()
         with self.phase("teacher_forward"), torch.no_grad(), autocast():
             teacher(image_l)  # only for the teacher's BN running statistics
-        zero = self._zero(out)
+        zero = zero_of_outputs(out)
         total = sup + zero + zero
-        return total, self._metrics(sup=sup, unsup=zero, contra=zero, total=total)
+        return total, metrics_of(sup=sup, unsup=zero, contra=zero, total=total)
 
     def _semi(self, student, teacher, image_l, label_l, image_u, epoch, autocast):
         cfg, ignore = self.cfg, self.ignore_index
@@ -151,7 +119,7 @@ class U2PLStep:
         with self.phase("teacher_pseudo_label"), torch.no_grad():
             teacher.eval()
             with autocast():
-                logits_u = _output(teacher(image_u), "pred", "teacher")
+                logits_u = output(teacher(image_u), "pred", "teacher")
             prob_u = torch.softmax(upsample(logits_u, size), dim=1)
             confidence, pseudo = torch.max(prob_u, dim=1)
             del prob_u
@@ -166,7 +134,7 @@ class U2PLStep:
         image_all = torch.cat([image_l, image_u])
         with self.phase("student_forward"), autocast():
             out = student(image_all)
-        pred_all = _output(out, "pred", "student")
+        pred_all = output(out, "pred", "student")
         with self.phase("sup_loss"):
             sup = self._supervised(out, label_l, num_labeled)
 
@@ -174,7 +142,7 @@ class U2PLStep:
         with self.phase("teacher_forward"), torch.no_grad():
             with autocast():
                 out_t = teacher(image_all)
-            pred_t = _output(out_t, "pred", "teacher").float()
+            pred_t = output(out_t, "pred", "teacher").float()
 
         drop = drop_percent(epoch, self.total_epochs, cfg.drop_percent)
         alpha = alpha_t(epoch, self.total_epochs, cfg.low_entropy_threshold)
@@ -199,9 +167,9 @@ class U2PLStep:
             with self.phase("contrastive"):
                 contra, raw, extra = self._contrastive(out, out_t, pred_t, label_l, pseudo, entropy_u, thresholds)
         else:
-            contra = raw = self._zero(out)
+            contra = raw = zero_of_outputs(out)
         total = sup + unsup + contra
-        metrics = self._metrics(
+        metrics = metrics_of(
             sup=sup, unsup=unsup, contra=contra, contra_loss=raw, total=total,
             reliable_share=unsup_res.reliable_share, unsup_threshold=thresholds[0],
         )
@@ -241,20 +209,11 @@ class U2PLStep:
         }
         return result.loss * self.contra_scale, result.loss, extra
 
-    def _metrics(self, **values: Tensor) -> dict[str, float]:
-        """Floats of the given 0-d tensors with one device-to-host copy; absent losses are 0."""
-        device = next(iter(values.values())).device
-        for name in ("sup", "unsup", "contra", "contra_loss", "total"):
-            values.setdefault(name, torch.zeros((), device=device))
-        keys = list(values)
-        packed = torch.stack([values[k].detach().float().reshape(()).to(device) for k in keys])
-        return dict(zip(keys, packed.tolist()))
-
     # -- teacher ------------------------------------------------------------------------------
     def update_teacher(self, teacher: nn.Module | None, student: nn.Module, *, epoch: int, iteration: int) -> None:
         """EMA after optimizer.step(): nothing before epoch S, the alias arithmetic at S, EMA after."""
         cfg = self.cfg
-        if cfg.mode == "supervised" or teacher is None or epoch < cfg.sup_only_epochs:
+        if teacher is None or epoch < cfg.sup_only_epochs:
             return
         decay = ema_decay(iteration, self.iters_per_epoch, cfg.sup_only_epochs, cfg.ema_decay)
         ema_update(teacher, student, decay, teacher_is_student=epoch == cfg.sup_only_epochs)
@@ -269,7 +228,7 @@ class U2PLStep:
 
     def load_state_dict(self, state: dict) -> None:
         if (state.get("memory_bank") is None) != (self.memory_bank is None):
-            raise ValueError("U2PLStep state: memory bank presence does not match method.contrastive / method.mode")
+            raise ValueError("U2PL state: memory bank presence does not match method.contrastive")
         if self.memory_bank is not None:
             self.memory_bank.load_state_dict(state["memory_bank"])
         self.aug_generator.set_state(state["aug_generator"])

@@ -1,0 +1,24 @@
+"""The methods the engine can run, by `method.name`. Adding one: a module in u2pl_ray/method/ with a
+`Method` subclass, an entry here, a config, tests (README, "Adding a method")."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from u2pl_ray.method.base import Method, MethodContext
+from u2pl_ray.method.sup_only import SupOnly
+from u2pl_ray.method.u2pl import U2PL
+
+METHODS: dict[str, type[Method]] = {cls.name: cls for cls in (U2PL, SupOnly)}
+
+
+def method_class(name: str) -> type[Method]:
+    try:
+        return METHODS[name]
+    except KeyError:
+        raise ValueError(f"unknown method.name {name!r}; known: {', '.join(sorted(METHODS))}") from None
+
+
+def build_method(cfg: Any, ctx: MethodContext) -> Method:
+    """The method of a MethodConfig (`cfg.name`), built for one worker."""
+    return method_class(cfg.name)(cfg, ctx)
