@@ -39,7 +39,7 @@ import torch.nn.functional as F
 
 from u2pl_ray.config.schema import MethodConfig, ModelConfig
 from u2pl_ray.method import (
-    U2PL, MethodContext, contrastive_loss, downsample_nearest, full_res_masks, generator_sampler, select, strong_augment,
+    U2PL, MethodContext, StepBatch, contrastive_loss, downsample_nearest, full_res_masks, generator_sampler, select, strong_augment,
 )
 from u2pl_ray.method.memory_bank import MemoryBank, pack_keys
 from u2pl_ray.method.supervised import upsample
@@ -175,7 +175,7 @@ def main() -> None:
         captured.clear()
         start = time.perf_counter()
         student.train()
-        loss, metrics = step.losses(student, teacher, image_l, label_l, image_u, epoch=1, iteration=100 + i)
+        loss, metrics = step.losses(student, teacher, StepBatch(image_l, label_l, image_u), epoch=1, iteration=100 + i)
         with phases("backward"):
             opt.zero_grad()
             loss.backward()

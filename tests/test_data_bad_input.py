@@ -104,7 +104,7 @@ def test_skip_policy_counts_and_the_epoch_stays_full(tmp_path, decode):
     cfg = cfg_for(root, "data.on_bad_sample=skip")
     info = load_dataset_info(cfg.data)
     items, counters = stream_items(cfg, info, decode)
-    batches = list(batches_of(items, 2, 4, True, counters, 0, threading.Event()))  # 6 good rows, 8 asked for
+    batches = list(batches_of(items, 2, 4, counters, 0, threading.Event()))  # 6 good rows, 8 asked for
     assert counters.skipped == 1 and counters.padded == 2
     assert [len(b.ids) for b in batches] == [2, 2, 2, 2] and "bad" not in sum((b.ids for b in batches), [])
     assert batches[0].images.shape == (2, 3, 8, 8) and batches[0].masks.shape == (2, 8, 8)

@@ -60,7 +60,7 @@ def _items(n: int):
 
 def test_padding_cycles_through_the_delivered_samples_instead_of_repeating_one_batch():
     counters = Counters()
-    batches = list(batches_of(_items(40), 4, 60, True, counters, position_base=0, stop=threading.Event()))
+    batches = list(batches_of(_items(40), 4, 60, counters, position_base=0, stop=threading.Event()))
     assert len(batches) == 60
     ids = [tuple(b.ids) for b in batches]
     assert len(set(ids[:10])) == 10  # the 40 samples as they came

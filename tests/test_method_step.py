@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from u2pl_ray.config.schema import MethodConfig
-from u2pl_ray.method import U2PL, MethodContext, SupOnly
+from u2pl_ray.method import U2PL, MethodContext, StepBatch, SupOnly
 
 C, D = 4, 8
 
@@ -78,7 +78,7 @@ def _train(student, teacher, step, epochs, data, lr=0.05, start_epoch=0):
         for it in range(step.iters_per_epoch):
             iteration = epoch * step.iters_per_epoch + it
             student.train()
-            loss, metrics = step.losses(student, teacher, *data, epoch=epoch, iteration=iteration)
+            loss, metrics = step.losses(student, teacher, StepBatch(*data), epoch=epoch, iteration=iteration)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -152,7 +152,7 @@ def test_epoch_s_teacher_equals_student_during_the_forwards():
         seen["weight"] = module.weight.detach().clone()
 
     h = teacher.cls.register_forward_hook(hook)
-    step.losses(student, teacher, *_data(0), epoch=0, iteration=0)
+    step.losses(student, teacher, StepBatch(*_data(0)), epoch=0, iteration=0)
     h.remove()
     assert torch.equal(seen["weight"], student.cls.weight)
 
@@ -161,7 +161,7 @@ def test_warmup_keeps_every_head_in_the_graph_and_updates_teacher_bn_only():
     cfg, student, teacher, step, calls = _setup(aux=True)
     bn_before = teacher.body[1].running_mean.clone()
     w_before = teacher.cls.weight.clone()
-    loss, metrics = step.losses(student, teacher, *_data(0), epoch=0, iteration=0)
+    loss, metrics = step.losses(student, teacher, StepBatch(*_data(0)), epoch=0, iteration=0)
     loss.backward()
     assert student.rep.weight.grad is not None and student.aux.weight.grad is not None
     assert not torch.equal(teacher.body[1].running_mean, bn_before)
@@ -172,7 +172,7 @@ def test_warmup_keeps_every_head_in_the_graph_and_updates_teacher_bn_only():
 def test_supervised_mode_needs_no_teacher_nor_unlabelled_batch():
     cfg, student, _, step, _ = _setup(name="supervised", criterion="ohem", ohem_min_kept=50)
     image_l, label_l, _ = _data(0)
-    loss, metrics = step.losses(student, None, image_l, label_l, None, epoch=3, iteration=15)
+    loss, metrics = step.losses(student, None, StepBatch(image_l, label_l), epoch=3, iteration=15)
     loss.backward()
     assert metrics["total"] == metrics["sup"] > 0 and not step.state_dict() and not step.uses_teacher
     # every head is in the graph (DDP without unused-parameter search fails otherwise on 2+ workers)
@@ -183,7 +183,7 @@ def test_supervised_mode_needs_no_teacher_nor_unlabelled_batch():
 def test_bf16_autocast_keeps_the_losses_in_float32():
     cfg, student, teacher, step, _ = _setup(sup_only_epochs=0)
     autocast = lambda: torch.autocast("cpu", dtype=torch.bfloat16)  # noqa: E731
-    loss, metrics = step.losses(student, teacher, *_data(0), epoch=0, iteration=0, autocast=autocast)
+    loss, metrics = step.losses(student, teacher, StepBatch(*_data(0)), epoch=0, iteration=0, autocast=autocast)
     assert loss.dtype == torch.float32
     loss.backward()
     assert all(v == v for v in metrics.values())  # no nan
@@ -197,14 +197,14 @@ def test_missing_rep_is_a_clear_error():
             return {"pred": super().forward(x)["pred"]}
 
     with pytest.raises(KeyError, match="rep"):
-        step.losses(NoRep(), NoRep(), *_data(0), epoch=0, iteration=0)
+        step.losses(NoRep(), NoRep(), StepBatch(*_data(0)), epoch=0, iteration=0)
 
 
 def test_gate_is_drawn_every_semi_iteration_even_without_augmentation():
     cfg, student, teacher, step, _ = _setup(strong_aug="none", sup_only_epochs=0, contrastive=False)
     reference = torch.Generator().manual_seed(0)  # the step's aug stream for seed 0
     for i in range(3):
-        _, metrics = step.losses(student, teacher, *_data(0), epoch=0, iteration=i)
+        _, metrics = step.losses(student, teacher, StepBatch(*_data(0)), epoch=0, iteration=i)
         torch.rand((), generator=reference)
         assert metrics["strong_aug"] == 0.0
         assert torch.equal(step.aug_generator.get_state(), reference.get_state())

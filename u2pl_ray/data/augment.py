@@ -17,12 +17,14 @@ import torch
 import torch.nn.functional as F
 
 _MASK64 = (1 << 64) - 1
+PADDED = 255  # value of padded pixels in an unlabelled view's padding mask
 
 
-def sample_rng(seed: int, epoch: int, stream: int, position: int) -> np.random.Generator:
-    """The generator of one sample's augmentation: a pure function of its key, so any process that
-    handles the sample (worker thread, Ray task) draws the same parameters."""
-    return np.random.default_rng([seed & _MASK64, epoch & _MASK64, stream & _MASK64, position & _MASK64])
+def sample_rng(seed: int, epoch: int, stream: int, position: int, view: int = 0) -> np.random.Generator:
+    """The generator of one sample's augmentation (its `view`-th weak view): a pure function of its key,
+    so any process that handles the sample (worker thread, Ray task) draws the same parameters."""
+    key = [seed & _MASK64, epoch & _MASK64, stream & _MASK64, position & _MASK64]
+    return np.random.default_rng(key + [view] if view else key)
 
 
 @dataclass(frozen=True)
@@ -75,9 +77,19 @@ class WeakAugment:
         params = self.draw(rng, int(image.shape[-2]), int(image.shape[-1]))
         return self.apply(image, mask, params)
 
+    def unlabeled(self, image: torch.Tensor, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """An unlabelled image's view and its padding mask (uint8 [c,c]: 255 where the crop padded, else 0;
+        methods that ignore padded pixels, such as UniMatch, read it)."""
+        params = self.draw(rng, int(image.shape[-2]), int(image.shape[-1]))
+        inside = torch.zeros(image.shape[-2:], dtype=torch.uint8)
+        out, pad = self.apply(image, inside, params, mask_fill=PADDED)
+        assert pad is not None
+        return out, pad
+
     def apply(self, image: torch.Tensor, mask: torch.Tensor | None,
-              p: AugParams) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """image uint8 [3,H,W], mask uint8 [H,W] or None -> [3,c,c], [c,c]."""
+              p: AugParams, mask_fill: int | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """image uint8 [3,H,W], mask uint8 [H,W] or None -> [3,c,c], [c,c]; the mask pads with `mask_fill`
+        (default the label pad value)."""
         image = resize_image(image, p.height, p.width)
         if mask is not None:
             mask = resize_mask(mask, p.height, p.width)
@@ -86,8 +98,8 @@ class WeakAugment:
             mask = mask.flip(-1) if mask is not None else None
         fill = torch.tensor(self.pad_rgb, dtype=torch.uint8).view(3, 1, 1)
         out_image = pad_crop(image, p, self.crop_size, fill)
-        out_mask = pad_crop(mask, p, self.crop_size, torch.tensor(self.label_pad, dtype=torch.uint8)) \
-            if mask is not None else None
+        fill_mask = torch.tensor(self.label_pad if mask_fill is None else mask_fill, dtype=torch.uint8)
+        out_mask = pad_crop(mask, p, self.crop_size, fill_mask) if mask is not None else None
         return out_image, out_mask
 
 

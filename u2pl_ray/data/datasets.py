@@ -51,22 +51,24 @@ def check_cpu_budget(cfg, num_workers: int, cpus_per_worker: float, cluster_cpus
 
 
 def build_train_datasets(cfg, info: DatasetInfo, *, needs_unlabeled: bool = True, iters_per_epoch: int,
-                         world_size: int) -> dict[str, Any]:
+                         world_size: int, unlabeled_views: int = 1) -> dict[str, Any]:
     """{"labeled": Dataset, "unlabeled": Dataset}. "unlabeled" is an empty dataset for a method that reads
     no unlabelled images (supervised), so `get_dataset_shard("unlabeled")` always works. Each stream
-    lists its files often enough that one pass covers an epoch of every worker (`stream_repeats`)."""
+    lists its files often enough that one pass covers an epoch of every worker (`stream_repeats`).
+    `unlabeled_views`: independent weak views per unlabelled image (decoded in Ray when data.decode is 'ray')."""
     import ray.data
 
     needed = iters_per_epoch * cfg.batch_size * max(1, world_size)
     labeled = _files_dataset(cfg, info, "labeled", stream_repeats(info, "labeled", needs_unlabeled, needed))
     if needs_unlabeled and info.num_unlabeled > 0:
-        unlabeled = _files_dataset(cfg, info, "unlabeled", stream_repeats(info, "unlabeled", needs_unlabeled, needed))
+        unlabeled = _files_dataset(cfg, info, "unlabeled", stream_repeats(info, "unlabeled", needs_unlabeled, needed),
+                                   views=unlabeled_views)
     else:
         unlabeled = ray.data.from_items([])
     return {"labeled": labeled, "unlabeled": unlabeled}
 
 
-def _files_dataset(cfg, info: DatasetInfo, role: str, repeats: int) -> Any:
+def _files_dataset(cfg, info: DatasetInfo, role: str, repeats: int, views: int = 1) -> Any:
     """One read task per shard (listed `repeats` times: the labelled list of spec §6.3 in one pass), in
     a new random order at every epoch; rows decoded in the task when data.decode is 'ray'."""
     import ray.data
@@ -74,7 +76,7 @@ def _files_dataset(cfg, info: DatasetInfo, role: str, repeats: int) -> Any:
     part = info.part(role)
     items = [{"segment": json.dumps({"paths": [s.path], "rows": [s.rows]})} for s in part.shards] * repeats
     ds = ray.data.from_items(items, override_num_blocks=len(items)).randomize_block_order()
-    spec = RowSpec.from_config(cfg, info.num_classes, seed=0, labeled=role == "labeled") \
+    spec = RowSpec.from_config(cfg, info.num_classes, seed=0, labeled=role == "labeled", views=views) \
         if cfg.decode == "ray" else None
     kwargs = {"root": info.root, "columns": role_columns(role), "spec": spec, "epoch": None,
               "stream": ROLE_STREAM[role]}

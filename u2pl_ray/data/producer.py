@@ -13,26 +13,28 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 import torch
 
-from u2pl_ray.data.augment import sample_rng
 from u2pl_ray.data.errors import BadSampleError, DataError
-from u2pl_ray.data.rows import RowSpec, process_row, row_where
+from u2pl_ray.data.rows import RowSpec, View, process_row, row_where, view_rngs
 
 
 @dataclass
 class Item:
     image: torch.Tensor  # uint8 [3, c, c]
-    mask: torch.Tensor | None  # uint8 [c, c]
+    mask: torch.Tensor  # uint8 [c, c]: labels, or an unlabelled view's padding mask (255 = padded)
     id: str
     position: int  # plan position (deterministic mode) or running count
+    extra: tuple[View, ...] = ()  # further views of the same image (RowSpec.views > 1)
 
 
 @dataclass
 class StackedBatch:
     images: torch.Tensor
-    masks: torch.Tensor | None
+    masks: torch.Tensor
     ids: list[str]
     entries: int  # plan entries consumed so far this epoch (resume point)
     padded: int
+    extra_images: tuple[torch.Tensor, ...] = ()  # one [B, 3, c, c] per further view
+    extra_masks: tuple[torch.Tensor, ...] = ()
 
 
 class Counters:
@@ -75,13 +77,18 @@ def items_from_batches(batches: Iterable[dict[str, np.ndarray]], spec: RowSpec, 
 
 
 def _from_decoded(batch: dict[str, np.ndarray], positions: np.ndarray) -> Iterator[Item | BadSampleError]:
-    masks = batch.get("mask")
+    """Items of rows decoded in Ray tasks (columns of `rows.decode_rows_to_numpy`)."""
+    views = 1 + sum(1 for key in batch if key.startswith("image_"))
+
+    def tensor(key: str, i: int) -> torch.Tensor:
+        return torch.from_numpy(np.array(batch[key][i]))
+
     for i in range(len(batch["id"])):
         if batch["error"][i]:
             yield BadSampleError(str(batch["error"][i]))
             continue
-        mask = torch.from_numpy(np.array(masks[i])) if masks is not None else None
-        yield Item(torch.from_numpy(np.array(batch["image"][i])), mask, str(batch["id"][i]), int(positions[i]))
+        extra = tuple((tensor(f"image_{v}", i), tensor(f"mask_{v}", i)) for v in range(1, views))
+        yield Item(tensor("image", i), tensor("mask", i), str(batch["id"][i]), int(positions[i]), extra)
 
 
 def _decode_here(batch: dict[str, np.ndarray], positions: np.ndarray, spec: RowSpec, epoch: int, stream: int,
@@ -90,20 +97,21 @@ def _decode_here(batch: dict[str, np.ndarray], positions: np.ndarray, spec: RowS
 
     def one(i: int) -> Item | BadSampleError:
         where = row_where(batch["where"][i], batch["id"][i])
-        rng = sample_rng(spec.seed, epoch, stream, int(positions[i]))
         try:
-            img, msk = process_row(spec, batch["image"][i], masks[i] if masks is not None else None,
-                                   batch["height"][i], batch["width"][i], where, rng)
+            views = process_row(spec, batch["image"][i], masks[i] if masks is not None else None,
+                                batch["height"][i], batch["width"][i], where,
+                                view_rngs(spec, epoch, stream, int(positions[i])))
         except BadSampleError as exc:
             return exc
-        return Item(img, msk, str(batch["id"][i]), int(positions[i]))
+        (img, msk), extra = views[0], tuple(views[1:])
+        return Item(img, msk, str(batch["id"][i]), int(positions[i]), extra)
 
     if pool is None:
         return [one(i) for i in range(len(batch["id"]))]
     return list(pool.map(one, range(len(batch["id"]))))
 
 
-def batches_of(items: Iterator[Item], batch_size: int, count: int, with_masks: bool, counters: Counters,
+def batches_of(items: Iterator[Item], batch_size: int, count: int, counters: Counters,
                position_base: int, stop: threading.Event) -> Iterator[StackedBatch]:
     """Exactly `count` batches. The streams are sized to cover the epoch (`stream_repeats`), so items run
     short only when rows were skipped as bad; the missing places are then filled by cycling through the
@@ -134,8 +142,11 @@ def batches_of(items: Iterator[Item], batch_size: int, count: int, with_masks: b
             return
         counters.add(padded=padded)
         images = torch.stack([it.image for it in chosen])
-        masks = torch.stack([it.mask for it in chosen]) if with_masks else None  # type: ignore[misc]
-        yield StackedBatch(images, masks, [it.id for it in chosen], entries, padded)
+        masks = torch.stack([it.mask for it in chosen])
+        extra = range(len(chosen[0].extra))
+        yield StackedBatch(images, masks, [it.id for it in chosen], entries, padded,
+                           tuple(torch.stack([it.extra[v][0] for it in chosen]) for v in extra),
+                           tuple(torch.stack([it.extra[v][1] for it in chosen]) for v in extra))
 
 
 _END = object()

@@ -59,11 +59,14 @@ class Batch:
     image_u: torch.Tensor | None  # uint8 [B, 3, H, W]
     ids_l: list[str]
     ids_u: list[str] | None
+    pad_u: torch.Tensor | None = None  # uint8 [B, H, W]: 255 where image_u's crop padded
+    image_u2: torch.Tensor | None = None  # a second, independent weak view of the same unlabelled images
+    pad_u2: torch.Tensor | None = None
 
 
 class TrainStream:
     def __init__(self, cfg, *, labeled: Any, unlabeled: Any = None, rank: int = 0, world_size: int = 1, seed: int = 0,
-                 iters_per_epoch: int, info: DatasetInfo | None = None):
+                 iters_per_epoch: int, info: DatasetInfo | None = None, unlabeled_views: int = 1):
         self.cfg = cfg
         self.info = info if info is not None else load_dataset_info(cfg, check_shards=False)
         self.rank, self.world_size, self.seed = int(rank), int(world_size), int(seed)
@@ -73,7 +76,8 @@ class TrainStream:
         self.roles = ["labeled"] + (["unlabeled"] if unlabeled is not None and self.info.num_unlabeled > 0 else [])
         if not cfg.deterministic and labeled is None:
             raise DataError("TrainStream needs the labelled dataset shard (ray.train.get_dataset_shard('labeled'))")
-        self.specs = {role: RowSpec.from_config(cfg, self.info.num_classes, self.seed, labeled=role == "labeled")
+        self.specs = {role: RowSpec.from_config(cfg, self.info.num_classes, self.seed, labeled=role == "labeled",
+                                                views=unlabeled_views)
                       for role in self.roles}
         self._counters = Counters()
         self._wait_s = 0.0
@@ -101,9 +105,12 @@ class TrainStream:
                 lab, unl = got["labeled"], got.get("unlabeled")
                 self._state = {"epoch": epoch, "batches": k + 1,
                                "entries": {role: b.entries for role, b in got.items()}}
-                assert lab.masks is not None
-                yield Batch(image_l=lab.images, label_l=lab.masks, image_u=unl.images if unl else None,
-                            ids_l=lab.ids, ids_u=unl.ids if unl else None)
+                batch = Batch(image_l=lab.images, label_l=lab.masks, image_u=None, ids_l=lab.ids, ids_u=None)
+                if unl is not None:
+                    batch.image_u, batch.pad_u, batch.ids_u = unl.images, unl.masks, unl.ids
+                    if unl.extra_images:
+                        batch.image_u2, batch.pad_u2 = unl.extra_images[0], unl.extra_masks[0]
+                yield batch
         finally:
             for p in producers.values():
                 p.close()
@@ -146,7 +153,7 @@ class TrainStream:
                     rows = self._split_rows(role)
                 items = items_from_batches(rows, spec, epoch=epoch, stream=stream, on_bad_sample=cfg.on_bad_sample,
                                            counters=self._counters, pool=pool, position_base=base)
-                yield from batches_of(items, cfg.batch_size, self.iters - start, role == "labeled", self._counters,
+                yield from batches_of(items, cfg.batch_size, self.iters - start, self._counters,
                                       position_base=base, stop=stop)
             finally:
                 if pool is not None:

@@ -95,8 +95,10 @@ def train_datasets(cfg: Config, info: Any, iters_per_epoch: int, world_size: int
     from u2pl_ray.data.stream import build_train_datasets
     from u2pl_ray.method import method_class
 
-    return build_train_datasets(cfg.data, info, needs_unlabeled=method_class(cfg.method.name).needs_unlabeled,
-                                iters_per_epoch=iters_per_epoch, world_size=world_size)
+    method = method_class(cfg.method.name)
+    return build_train_datasets(cfg.data, info, needs_unlabeled=method.needs_unlabeled,
+                                iters_per_epoch=iters_per_epoch, world_size=world_size,
+                                unlabeled_views=method.unlabeled_views)
 
 
 def resolve_storage(uri: str) -> Storage:

@@ -142,12 +142,10 @@ class Runner:
         start = time.perf_counter()
         self.faults.before_step(prog.iteration)
         lr = self.set_learning_rate()
-        image_l, label_l, image_u = c.to_device(batch)
+        inputs = c.to_device(batch)
         c.student.train()
-        loss, metrics = c.method.losses(
-            c.student, c.teacher, image_l, label_l, image_u,
-            epoch=prog.epoch, iteration=prog.iteration, autocast=c.autocast,
-        )
+        loss, metrics = c.method.losses(c.student, c.teacher, inputs, epoch=prog.epoch, iteration=prog.iteration,
+                                        autocast=c.autocast)
         loss = self.faults.corrupt_loss(prog.iteration, loss)
         bad = coll.any_rank(not bool(torch.isfinite(loss.detach()).item()), c.device)
         c.optimizer.zero_grad(set_to_none=True)
@@ -162,7 +160,7 @@ class Runner:
                     c.method.update_teacher(c.teacher, c.unwrapped_student, epoch=prog.epoch, iteration=prog.iteration)
                 # The teacher's train-mode forward moved its BN statistics on each rank, skipped step or not.
                 coll.broadcast_buffers_(c.teacher)
-        n_images = image_l.shape[0] + (image_u.shape[0] if image_u is not None else 0)
+        n_images = inputs.image_l.shape[0] + (inputs.image_u.shape[0] if inputs.image_u is not None else 0)
         self._images_seen += n_images * self.session.world_size
         metrics = {k: float(v) for k, v in metrics.items()}
         metrics.update(lr=lr, step_s=time.perf_counter() - start)

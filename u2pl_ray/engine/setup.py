@@ -17,7 +17,7 @@ from u2pl_ray.data.stream import TrainStream
 from u2pl_ray.engine import collectives as coll
 from u2pl_ray.engine.session import Session
 from u2pl_ray.engine.timing import PhaseTimer, timing_enabled
-from u2pl_ray.method import Method, MethodContext, build_method, method_class
+from u2pl_ray.method import Method, MethodContext, StepBatch, build_method, method_class
 from u2pl_ray.model import build_model, convert_sync_batchnorm
 
 
@@ -42,11 +42,20 @@ class Components:
     def normalize(self, image: Tensor) -> Tensor:
         return (image.to(self.device, non_blocking=True).float() - self.mean) / self.std
 
-    def to_device(self, batch: Any) -> tuple[Tensor, Tensor, Tensor | None]:
-        image_l = self.normalize(batch.image_l)
-        label_l = batch.label_l.to(self.device, non_blocking=True).long()
-        image_u = self.normalize(batch.image_u) if batch.image_u is not None else None
-        return image_l, label_l, image_u
+    def to_device(self, batch: Any) -> StepBatch:
+        """The stream's uint8 batch as the method's inputs on the device (images normalised)."""
+
+        def image(x: Tensor | None) -> Tensor | None:
+            return self.normalize(x) if x is not None else None
+
+        def labels(x: Tensor | None) -> Tensor | None:
+            return x.to(self.device, non_blocking=True).long() if x is not None else None
+
+        return StepBatch(
+            image_l=self.normalize(batch.image_l), label_l=labels(batch.label_l),  # type: ignore[arg-type]
+            image_u=image(batch.image_u), ignore_u=labels(batch.pad_u),
+            image_u2=image(batch.image_u2), ignore_u2=labels(batch.pad_u2),
+        )
 
     def backward_and_step(self, loss: Tensor) -> None:
         with self.timer("backward"):
@@ -136,6 +145,7 @@ def build_components(cfg: Config, session: Session, info: Any, iters_per_epoch: 
     labeled, unlabeled = session.data_iterators()
     stream = TrainStream(
         cfg.data, labeled=labeled, unlabeled=unlabeled if method.needs_unlabeled else None,
+        unlabeled_views=method.unlabeled_views,
         rank=session.rank, world_size=session.world_size, seed=cfg.seed, iters_per_epoch=iters_per_epoch,
         info=info,
     )

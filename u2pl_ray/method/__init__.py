@@ -8,7 +8,7 @@ distributed goes through a `gather` function argument, so all of it runs in one 
 from u2pl_ray.method.contrastive import ContrastiveResult, IndexSampler, contrastive_loss, generator_sampler
 from u2pl_ray.method.contrastive_select import Selection, downsample_nearest, full_res_masks, membership, select
 from u2pl_ray.method.memory_bank import MemoryBank, pack_keys
-from u2pl_ray.method.base import Method, MethodContext
+from u2pl_ray.method.base import Method, MethodContext, StepBatch
 from u2pl_ray.method.registry import METHODS, build_method, method_class
 from u2pl_ray.method.sup_only import SupOnly
 from u2pl_ray.method.strong_aug import cutmix_box, gate, strong_augment
@@ -19,7 +19,7 @@ from u2pl_ray.method.u2pl import U2PL
 from u2pl_ray.method.unsupervised import UnsupervisedResult, unsupervised_loss
 
 __all__ = [
-    "METHODS", "ContrastiveResult", "IndexSampler", "MemoryBank", "Method", "MethodContext", "Selection", "SupOnly",
+    "METHODS", "ContrastiveResult", "IndexSampler", "MemoryBank", "Method", "MethodContext", "Selection", "StepBatch", "SupOnly",
     "U2PL", "UnsupervisedResult", "build_method", "method_class",
     "alpha_t", "ce_loss", "contrastive_loss", "copy_student_into_teacher", "cutmix_box", "downsample_nearest",
     "drop_percent", "ema_decay", "ema_update", "entropy", "entropy_from_logits", "full_res_masks", "gate",

@@ -2,13 +2,14 @@
 `build_method` (u2pl_ray.method.registry) and calls only this interface.
 
     method = build_method(cfg.method, MethodContext(...))
-    loss, metrics = method.losses(student, teacher, image_l, label_l, image_u, epoch=e, iteration=i)
+    loss, metrics = method.losses(student, teacher, StepBatch(image_l, label_l, image_u), epoch=e, iteration=i)
     loss.backward(); optimizer.step()
     method.update_teacher(teacher, student, epoch=e, iteration=i)
 
-Class attributes say what the engine must provide: unlabelled batches (`needs_unlabeled`), an EMA
-teacher (`uses_teacher`: built, broadcast, checkpointed and validated by the engine), and which keys of
-`state_dict()` are identical on every rank (`rank_shared_state`: stored once, digested per rank).
+Class attributes say what the engine must provide: unlabelled batches (`needs_unlabeled`), and how many
+independent weak views of each unlabelled image (`unlabeled_views`), an EMA teacher (`uses_teacher`:
+built, broadcast, checkpointed and validated by the engine), and which keys of `state_dict()` are
+identical on every rank (`rank_shared_state`: stored once, digested per rank).
 """
 
 from __future__ import annotations
@@ -46,16 +47,29 @@ class MethodContext:
     phase: Phase = no_phase  # the engine's per-phase timer
 
 
+@dataclass
+class StepBatch:
+    """One iteration's inputs on the training device: normalised float images, long labels."""
+
+    image_l: Tensor  # [B, 3, H, W]
+    label_l: Tensor  # [B, H, W]
+    image_u: Tensor | None = None  # [B, 3, H, W]
+    ignore_u: Tensor | None = None  # [B, H, W] long: 255 where image_u's crop padded, else 0
+    image_u2: Tensor | None = None  # a second weak view of the same unlabelled images (unlabeled_views = 2)
+    ignore_u2: Tensor | None = None
+
+
 class Method(ABC):
     name: ClassVar[str]
     needs_unlabeled: ClassVar[bool] = False
+    unlabeled_views: ClassVar[int] = 1  # independent weak views of each unlabelled image per batch
     uses_teacher: ClassVar[bool] = False
     rank_shared_state: ClassVar[tuple[str, ...]] = ()
 
     @abstractmethod
-    def losses(self, student: nn.Module, teacher: nn.Module | None, image_l: Tensor, label_l: Tensor,
-               image_u: Tensor | None, *, epoch: int, iteration: int,
-               autocast: Callable[[], AbstractContextManager] = contextlib.nullcontext) -> tuple[Tensor, dict[str, float]]:
+    def losses(self, student: nn.Module, teacher: nn.Module | None, batch: StepBatch, *, epoch: int,
+               iteration: int, autocast: Callable[[], AbstractContextManager] = contextlib.nullcontext,
+               ) -> tuple[Tensor, dict[str, float]]:
         """The total loss (float32, differentiable) of one iteration and its metrics."""
 
     def update_teacher(self, teacher: nn.Module | None, student: nn.Module, *, epoch: int, iteration: int) -> None:

@@ -10,7 +10,7 @@ from contextlib import AbstractContextManager
 from torch import Tensor, nn
 
 from u2pl_ray.config.schema import MethodConfig
-from u2pl_ray.method.base import Method, MethodContext, metrics_of, zero_of_outputs
+from u2pl_ray.method.base import Method, MethodContext, StepBatch, metrics_of, zero_of_outputs
 from u2pl_ray.method.supervised import labelled_loss
 
 
@@ -22,12 +22,12 @@ class SupOnly(Method):
         self.ignore_index = ctx.ignore_index
         self.phase = ctx.phase
 
-    def losses(self, student: nn.Module, teacher: nn.Module | None, image_l: Tensor, label_l: Tensor,
-               image_u: Tensor | None, *, epoch: int, iteration: int,
-               autocast: Callable[[], AbstractContextManager] = contextlib.nullcontext) -> tuple[Tensor, dict[str, float]]:
+    def losses(self, student: nn.Module, teacher: nn.Module | None, batch: StepBatch, *, epoch: int,
+               iteration: int, autocast: Callable[[], AbstractContextManager] = contextlib.nullcontext,
+               ) -> tuple[Tensor, dict[str, float]]:
         with self.phase("student_forward"), autocast():
-            out = student(image_l)
+            out = student(batch.image_l)
         with self.phase("sup_loss"):
-            sup = labelled_loss(out, label_l, self.cfg, self.ignore_index)
+            sup = labelled_loss(out, batch.label_l, self.cfg, self.ignore_index)
         total = sup + zero_of_outputs(out)  # the representation head has no loss here
         return total, metrics_of(sup=sup, total=total)

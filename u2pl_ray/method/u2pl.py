@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from u2pl_ray.config.schema import MethodConfig
-from u2pl_ray.method.base import Method, MethodContext, metrics_of, output, zero_of_outputs
+from u2pl_ray.method.base import Method, MethodContext, StepBatch, metrics_of, output, zero_of_outputs
 from u2pl_ray.method.contrastive import IndexSampler, contrastive_loss, generator_sampler
 from u2pl_ray.method.contrastive_select import downsample_nearest, full_res_masks, select
 from u2pl_ray.method.memory_bank import MemoryBank
@@ -77,20 +77,12 @@ class U2PL(Method):
     def _supervised(self, out: dict, label_l: Tensor, num_labeled: int | None = None) -> Tensor:
         return labelled_loss(out, label_l, self.cfg, self.ignore_index, num_labeled)
 
-    def losses(
-        self,
-        student: nn.Module,
-        teacher: nn.Module | None,
-        image_l: Tensor,
-        label_l: Tensor,
-        image_u: Tensor | None,
-        *,
-        epoch: int,
-        iteration: int,
-        autocast: Callable[[], AbstractContextManager] = contextlib.nullcontext,
-    ) -> tuple[Tensor, dict[str, float]]:
+    def losses(self, student: nn.Module, teacher: nn.Module | None, batch: StepBatch, *, epoch: int,
+               iteration: int, autocast: Callable[[], AbstractContextManager] = contextlib.nullcontext,
+               ) -> tuple[Tensor, dict[str, float]]:
         """Total loss (float32, differentiable) and metrics for one iteration."""
         cfg = self.cfg
+        image_l, label_l, image_u = batch.image_l, batch.label_l, batch.image_u
         if teacher is None or image_u is None:
             raise ValueError("method.name='u2pl' needs a teacher and an unlabelled batch (image_u)")
         if epoch < cfg.sup_only_epochs:
