@@ -36,3 +36,19 @@ def test_cityscapes_settings_are_the_official_ones():
 def test_split_is_a_field_not_a_file():
     cfg = load_config(CONFIGS / "u2pl_r101-os8_4xb4-80e_voc-classic-513.yaml", ["data.split='92'"])
     assert cfg.data.split == "92"
+
+
+def test_unimatch_settings_are_the_official_ones():
+    voc = load_config(CONFIGS / "unimatch_r101-os16_4xb2-80e_voc-classic-321.yaml")
+    city = load_config(CONFIGS / "unimatch_r101-os16_4xb2-240e_cityscapes-801.yaml")
+    for cfg in (voc, city):
+        assert cfg.method.name == "unimatch" and cfg.method.fp_dropout == 0.5
+        assert (cfg.model.output_stride, cfg.model.aspp_dilations, cfg.model.low_level_channels) == (16, [6, 12, 18], 48)
+        assert not cfg.model.rep_head and not cfg.model.aux_head
+        assert (cfg.optim.kind, cfg.optim.momentum, cfg.optim.weight_decay) == ("sgd", 0.9, 1e-4)
+        assert (cfg.scaling.num_workers, cfg.data.batch_size) == (4, 2)
+    assert (voc.schedule.epochs, voc.data.crop_size, voc.optim.lr, voc.optim.head_lr_mult) == (80, 321, 0.001, 10)
+    assert (voc.method.conf_thresh, voc.method.criterion, voc.eval.mode) == (0.95, "ce", "whole")
+    assert (city.schedule.epochs, city.data.crop_size, city.optim.lr, city.optim.head_lr_mult) == (240, 801, 0.005, 1)
+    assert (city.method.conf_thresh, city.method.criterion, city.eval.mode) == (0.0, "ohem", "slide")
+    assert (city.method.ohem_thresh, city.method.ohem_min_kept) == (0.7, 200000)

@@ -30,7 +30,7 @@ def test_what_the_engine_reads_from_each_method():
 
 
 def test_unknown_method_lists_the_known_ones():
-    with pytest.raises(ValueError, match="unknown method.name 'fixmatch'; known: supervised, u2pl"):
+    with pytest.raises(ValueError, match="unknown method.name 'fixmatch'; known: supervised, u2pl, unimatch$"):
         method_class("fixmatch")
 
 

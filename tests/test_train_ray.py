@@ -122,3 +122,27 @@ def test_stop_and_resume_reproduces_an_uninterrupted_run(tmp_path, cache_dir):
         assert stamps["meta.json"] == max(stamps.values()), (name, stamps)
     with fetched(fs, f"{straight}/checkpoint_00000008") as a, fetched(fs, f"{broken}/checkpoint_00000008") as b:
         assert_same_state(load_checkpoint(a), load_checkpoint(b))
+
+
+@pytest.mark.timeout(600)
+def test_unimatch_trains_checkpoints_and_resumes_to_the_same_state(tmp_path, cache_dir):
+    """method.name=unimatch through the whole product path: two workers, two weak views per unlabelled
+    image from the stream, a failure after a checkpoint, and a resume that ends where a straight run does."""
+    common = [f"--set=storage.path={tmp_path}", f"--set=data.cache_dir={cache_dir}", "--set=data.deterministic=true",
+              "--set=method.name=unimatch", "--set=method.conf_thresh=0.5", "--set=storage.checkpoint_every_iters=3",
+              "--set=eval.every_epochs=1"]
+    with local_ray():
+        assert train(*common, "--set=storage.name=straight") == 0
+        assert train(*common, "--set=storage.name=broken", "--set=fault.fail_at_iter=5") == 1
+        fs, broken = run_folder(str(tmp_path), "broken")
+        assert checkpoint_names(fs, broken)[-1] == "checkpoint_00000004"
+        assert train(f"--resume={broken}", "--set=fault.fail_at_iter=null") == 0
+    fs, straight = run_folder(str(tmp_path), "straight")
+    summary = read_json(fs, f"{straight}/summary.json")
+    assert [h["iteration"] for h in summary["history"]] == [4, 8] and summary["teacher"]["best_miou"] is None
+    assert all(0 <= h["reliable_share"] <= 1 for h in summary["history"])  # UniMatch's confident-pixel share
+    with fetched(fs, f"{straight}/checkpoint_00000008") as a, fetched(fs, f"{broken}/checkpoint_00000008") as b:
+        first, second = load_checkpoint(a), load_checkpoint(b)
+    assert_same_state(first, second)
+    assert first["state"]["teacher"] == {} and "generator" in first["rank_1"]["method"]
+    assert [r["iteration"] for r in second["state"]["progress"]["resumes"]] == [4]

@@ -101,7 +101,7 @@ class ModelConfig(Section):
 
 
 class MethodConfig(Section):
-    name: Literal["u2pl", "supervised"] = Field(
+    name: Literal["u2pl", "unimatch", "supervised"] = Field(
         "u2pl", description="the method (u2pl_ray.method.registry); supervised = labelled data only (SupOnly)")
     variant: Variant = "official"
     sup_only_epochs: int = Field(1, ge=0, description="supervised warm-up epochs (official S)")
@@ -133,6 +133,9 @@ class MethodConfig(Section):
     bank_size: int = Field(30_000, gt=0)
     # teacher
     ema_decay: float = Field(0.99, ge=0, lt=1)
+    # UniMatch
+    conf_thresh: float = Field(0.95, ge=0, le=1, description="unimatch: pseudo-label confidence kept (>=)")
+    fp_dropout: float = Field(0.5, ge=0, lt=1, description="unimatch: channel dropout of the feature-perturbation stream")
 
     @model_validator(mode="before")
     @classmethod

@@ -132,8 +132,9 @@ class Runner:
     def set_learning_rate(self) -> float:
         assert self.c is not None
         optimizer = self.c.optimizer
-        lrs = set_poly_lr(optimizer, [g["initial_lr"] for g in optimizer.param_groups], self.progress.iteration,
-                          self.max_iters, self.cfg.schedule.poly_power)
+        lrs = set_poly_lr(optimizer, [g["initial_lr"] for g in optimizer.param_groups],
+                          self.c.method.lr_iteration(self.progress.iteration), self.max_iters,
+                          self.cfg.schedule.poly_power)
         return lrs[0]
 
     def train_step(self, batch: Any) -> None:

@@ -141,6 +141,7 @@ def build_components(cfg: Config, session: Session, info: Any, iters_per_epoch: 
         num_classes=num_classes, total_epochs=cfg.schedule.epochs, iters_per_epoch=iters_per_epoch, device=device,
         rep_dim=cfg.model.rep_dim, ignore_index=cfg.data.ignore_index,
         gather=timer.wrap("allgather", coll.all_gather_rows), seed=cfg.seed + session.rank, phase=timer,
+        mean=tuple(cfg.data.mean), std=tuple(cfg.data.std),
     ))
     labeled, unlabeled = session.data_iterators()
     stream = TrainStream(

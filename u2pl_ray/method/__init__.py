@@ -16,11 +16,12 @@ from u2pl_ray.method.supervised import ce_loss, ohem_loss, supervised_loss, upsa
 from u2pl_ray.method.teacher import copy_student_into_teacher, ema_decay, ema_update, poly_lr, set_poly_lr
 from u2pl_ray.method.thresholds import alpha_t, drop_percent, entropy, entropy_from_logits, percentile, percentiles
 from u2pl_ray.method.u2pl import U2PL
+from u2pl_ray.method.unimatch import UniMatch
 from u2pl_ray.method.unsupervised import UnsupervisedResult, unsupervised_loss
 
 __all__ = [
     "METHODS", "ContrastiveResult", "IndexSampler", "MemoryBank", "Method", "MethodContext", "Selection", "StepBatch", "SupOnly",
-    "U2PL", "UnsupervisedResult", "build_method", "method_class",
+    "U2PL", "UniMatch", "UnsupervisedResult", "build_method", "method_class",
     "alpha_t", "ce_loss", "contrastive_loss", "copy_student_into_teacher", "cutmix_box", "downsample_nearest",
     "drop_percent", "ema_decay", "ema_update", "entropy", "entropy_from_logits", "full_res_masks", "gate",
     "generator_sampler", "membership", "ohem_loss", "pack_keys", "percentile", "percentiles", "poly_lr",

@@ -45,6 +45,8 @@ class MethodContext:
     gather: Gather = field(default=lambda x: x)  # all-gather of rows across ranks (identity in one process)
     seed: int = 0  # per rank: ranks draw differently
     phase: Phase = no_phase  # the engine's per-phase timer
+    mean: tuple[float, ...] = (0.0, 0.0, 0.0)  # the normalisation of the images (pixel units, 0..255)
+    std: tuple[float, ...] = (1.0, 1.0, 1.0)
 
 
 @dataclass
@@ -74,6 +76,11 @@ class Method(ABC):
 
     def update_teacher(self, teacher: nn.Module | None, student: nn.Module, *, epoch: int, iteration: int) -> None:
         """After optimizer.step(): the EMA update of the teacher, if the method has one."""
+
+    @staticmethod
+    def lr_iteration(iteration: int) -> int:
+        """The iteration whose poly learning rate iteration `iteration` trains with (its official timing)."""
+        return iteration
 
     @classmethod
     def teacher_selected(cls, cfg: Any, epochs_done: int) -> bool:

@@ -8,8 +8,9 @@ from typing import Any
 from u2pl_ray.method.base import Method, MethodContext
 from u2pl_ray.method.sup_only import SupOnly
 from u2pl_ray.method.u2pl import U2PL
+from u2pl_ray.method.unimatch import UniMatch
 
-METHODS: dict[str, type[Method]] = {cls.name: cls for cls in (U2PL, SupOnly)}
+METHODS: dict[str, type[Method]] = {cls.name: cls for cls in (U2PL, UniMatch, SupOnly)}
 
 
 def method_class(name: str) -> type[Method]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from u2pl_ray.model.base import Backbone
@@ -27,13 +28,25 @@ class SegmentationModel(nn.Module):
     def output_stride(self) -> int:
         return self.backbone.output_stride
 
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(self, x: torch.Tensor, feature_dropout: float = 0.0) -> dict[str, torch.Tensor]:
+        """`feature_dropout` > 0 adds UniMatch's feature-perturbation stream: one decoder pass over the
+        clean features and a channel-dropout copy of them (stride-4 and deep features, in that order),
+        whose results come back as `pred_fp` (and `rep_fp`)."""
         # Checked eagerly only: under tracing the shape is a tensor and the check would be baked in.
         if not torch.jit.is_tracing() and (x.dim() != 4 or x.shape[1] != 3):
             raise ValueError(f"SegmentationModel expects images [B,3,H,W], given shape {tuple(x.shape)}")
         low, aux_feat, deep = self.backbone(x)
+        if feature_dropout:
+            # dropout always on, as the official code builds a fresh nn.Dropout2d (train mode) per call
+            low = torch.cat([low, F.dropout2d(low, feature_dropout, training=True)])
+            deep = torch.cat([deep, F.dropout2d(deep, feature_dropout, training=True)])
         pred, rep = self.decoder(low, deep)
-        out = {"pred": pred}
+        out = {}
+        if feature_dropout:
+            pred, out["pred_fp"] = pred.chunk(2)
+            if rep is not None:
+                rep, out["rep_fp"] = rep.chunk(2)
+        out["pred"] = pred
         if rep is not None:
             out["rep"] = rep
         if self.aux is not None:
