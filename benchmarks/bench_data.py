@@ -86,7 +86,7 @@ def bench_dataloader(folder: Path, ids: list[str], cfg, epochs: int, workers: in
         loader = torch.utils.data.DataLoader(FileDataset(folder, ids, augment, checks, epoch),
                                              batch_size=cfg.data.batch_size, shuffle=True, drop_last=True,
                                              num_workers=workers, persistent_workers=False)
-        for images, masks in loader:
+        for images, _ in loader:
             count += images.shape[0]
         per_epoch.append((count, time.perf_counter() - start))
     return per_epoch

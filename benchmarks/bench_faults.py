@@ -41,8 +41,17 @@ for key, value in {"OMP_WAIT_POLICY": "PASSIVE", "RAY_TRAIN_ENABLE_PRINT_PATCH":
                    "RAY_DATA_DISABLE_PROGRESS_BARS": "1", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.1"}.items():
     os.environ.setdefault(key, value)
 
-from train_support import TINY, assert_same_state, fetched, load_checkpoint, local_ray, read_json, run_folder, \
-    stop_when_sealed, train  # noqa: E402
+from train_support import (
+    TINY,
+    assert_same_state,
+    fetched,
+    load_checkpoint,
+    local_ray,
+    read_json,
+    run_folder,
+    stop_when_sealed,  # noqa: E402
+    train,
+)
 
 ITERS = 12
 COMMON = ["--set=schedule.epochs=3", "--set=data.deterministic=true", "--set=scaling.torch_threads=1",

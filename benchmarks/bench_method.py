@@ -39,7 +39,15 @@ import torch.nn.functional as F
 
 from u2pl_ray.config.schema import MethodConfig, ModelConfig
 from u2pl_ray.method import (
-    U2PL, MethodContext, StepBatch, contrastive_loss, downsample_nearest, full_res_masks, generator_sampler, select, strong_augment,
+    U2PL,
+    MethodContext,
+    StepBatch,
+    contrastive_loss,
+    downsample_nearest,
+    full_res_masks,
+    generator_sampler,
+    select,
+    strong_augment,
 )
 from u2pl_ray.method.memory_bank import MemoryBank, pack_keys
 from u2pl_ray.method.supervised import upsample

@@ -60,7 +60,6 @@ def official_contrastive_reference(
     low_rank, high_rank, anchor_threshold, negative_threshold, num_queries, num_negatives, temperature, sampler,
 ):
     """§5.2, line by line: per-class lists for every class, loss loop over positions of valid_classes."""
-    num_labeled = label_l.shape[0]
     num_classes = label_l.shape[1]
     dim = rep.shape[1]
     low_valid = torch.cat([label_l, label_u]) * low_mask

@@ -10,15 +10,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
 from fixtures_s3 import free_ports
+
 from u2pl_ray.config import load_config
 from u2pl_ray.data.codec import encode_jpeg, encode_png
 from u2pl_ray.data.datasets import role_columns
-from u2pl_ray.data.readtask import read_segments
 from u2pl_ray.data.errors import BadSampleError, DataError
 from u2pl_ray.data.info import load_dataset_info
 from u2pl_ray.data.producer import Counters, batches_of, items_from_batches
+from u2pl_ray.data.readtask import read_segments
 from u2pl_ray.data.rows import RowSpec
 from u2pl_ray.data.schema import ClassInfo
 from u2pl_ray.data.shards import Sample

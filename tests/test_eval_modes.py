@@ -8,7 +8,16 @@ import json
 import numpy as np
 import pytest
 import torch
-from test_eval_support import MEAN, NUM_CLASSES, STD, VAL_SIZES, make_checkpoint, make_dataset, sample_arrays, tiny_config
+from test_eval_support import (
+    MEAN,
+    NUM_CLASSES,
+    STD,
+    VAL_SIZES,
+    make_checkpoint,
+    make_dataset,
+    sample_arrays,
+    tiny_config,
+)
 
 from u2pl_ray.engine.artifacts import load_trained_model
 from u2pl_ray.engine.inference import InferenceSpec, predict_logits

@@ -8,7 +8,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from ray_head import start_head
 
 REPO = Path(__file__).resolve().parent.parent

@@ -1,7 +1,7 @@
 import torch
 import torch.nn.functional as F
-
 from method_reference import official_contrastive_reference, official_inputs, paper_contrastive_reference
+
 from u2pl_ray.method.contrastive import contrastive_loss, generator_sampler, plan_positions
 from u2pl_ray.method.contrastive_select import downsample_nearest, full_res_masks, membership, select
 from u2pl_ray.method.memory_bank import MemoryBank

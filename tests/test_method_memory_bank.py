@@ -1,9 +1,9 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from method_reference import enqueue_reference
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from method_reference import enqueue_reference
 from u2pl_ray.method.contrastive import contrastive_loss, generator_sampler
 from u2pl_ray.method.contrastive_select import select
 from u2pl_ray.method.memory_bank import MemoryBank, pack_keys
@@ -29,7 +29,7 @@ def test_fifo_order_and_overflow_match_the_cat_then_truncate_queue():
     g = torch.Generator().manual_seed(0)
     next_id = 0.0
     sizes = [0, 3, 4, 1, 9, 0, 2, 6, 11, 1, 1, 1, 5]  # includes an update larger than every capacity
-    for step, n in enumerate(sizes):
+    for n in sizes:
         classes = torch.randint(0, 3, (n,), generator=g)
         keys = _keys(n, dim, next_id)
         next_id += n
@@ -67,7 +67,7 @@ def test_two_ranks_of_different_sizes_are_enqueued_in_rank_order():
             cls = torch.randint(0, 3, (n,), generator=g)
             local.append(pack_keys(_keys(n, dim, 1000 * rank + 10 * step), cls))
 
-        def gather_for(rank):
+        def gather_for(rank, local=local):
             def gather(mine):
                 calls[rank] += 1
                 parts = list(local)

@@ -4,7 +4,7 @@ import pytest
 
 from u2pl_ray.config import load_config
 from u2pl_ray.config.schema import MethodConfig
-from u2pl_ray.method import METHODS, Method, MethodContext, SupOnly, U2PL, build_method, method_class
+from u2pl_ray.method import METHODS, U2PL, Method, MethodContext, SupOnly, build_method, method_class
 
 
 def test_every_registered_method_implements_the_interface_and_is_named_in_the_config():

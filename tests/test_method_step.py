@@ -72,7 +72,7 @@ def _setup(seed=0, aux=False, **cfg_kw):
 
 
 def _train(student, teacher, step, epochs, data, lr=0.05, start_epoch=0):
-    opt = torch.optim.SGD([p for p in student.parameters()], lr=lr, momentum=0.9)
+    opt = torch.optim.SGD(list(student.parameters()), lr=lr, momentum=0.9)
     history = []
     for epoch in range(start_epoch, start_epoch + epochs):
         for it in range(step.iters_per_epoch):

@@ -17,7 +17,7 @@ def test_cutmix_box_follows_the_official_formula():
             widths.add(w)
             assert width // 2 + 1 <= w <= width - 1  # numpy randint(W/2+1, W): low truncated, high excluded
             assert h == round(height * width / 2 / w)  # half-to-even, as np.round
-            assert 0 <= x0 and x1 <= width and 0 <= y0 and y1 <= height
+            assert x0 >= 0 and x1 <= width and y0 >= 0 and y1 <= height
         assert min(widths) < width // 2 + 1 + (width // 8) and max(widths) > width - 1 - (width // 8)
 
 

@@ -3,12 +3,12 @@ small real network, plus its strong views, its lr timing and its needs from the 
 
 import pytest
 import torch
+from unimatch_reference import official_iteration, official_model, poly_lr_official
 
 from u2pl_ray.config.schema import MethodConfig, ModelConfig
 from u2pl_ray.method import MethodContext, StepBatch, UniMatch
 from u2pl_ray.method.unimatch_aug import cutmix_box, photometric
 from u2pl_ray.model import build_model
-from unimatch_reference import official_iteration, official_model, poly_lr_official
 
 C, SIZE = 4, 32
 MEAN, STD = (120.0, 110.0, 100.0), (60.0, 55.0, 50.0)

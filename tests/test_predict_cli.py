@@ -34,7 +34,8 @@ def make_inputs(folder):
     return arrays
 
 
-def expected_ids(checkpoint, image, which="teacher", spec=InferenceSpec("whole", 32)):
+def expected_ids(checkpoint, image, which="teacher", spec=None):
+    spec = spec or InferenceSpec("whole", 32)
     model = load_trained_model(str(checkpoint), which).model
     x = (torch.from_numpy(image).permute(2, 0, 1)[None].float() - torch.tensor(MEAN).view(1, 3, 1, 1)) \
         / torch.tensor(STD).view(1, 3, 1, 1)

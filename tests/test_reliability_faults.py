@@ -7,8 +7,8 @@ from __future__ import annotations
 import shutil
 
 import pytest
-
 from train_support import assert_same_state, checkpoint_names, load_checkpoint, local_ray, read_json, train
+
 from u2pl_ray.engine.checkpoint import CheckpointError, verify_checkpoint
 
 pytestmark = [pytest.mark.ray]

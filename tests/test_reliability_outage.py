@@ -9,9 +9,9 @@ import threading
 import time
 
 import pytest
-
 from fixtures_s3 import SeaweedServer
 from train_support import checkpoint_names, local_ray, read_json, run_folder, stop_when_sealed, train
+
 from u2pl_ray.data.convert import main as convert_main
 
 pytestmark = [pytest.mark.ray, pytest.mark.s3, pytest.mark.slow]

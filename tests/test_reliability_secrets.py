@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pyarrow.fs as pafs
 import pytest
-
 from train_support import REPO, local_ray, run_folder, train
 
 

@@ -12,7 +12,6 @@ import threading
 import time
 
 import pytest
-
 from train_support import REPO, TINY, checkpoint_names, local_ray, read_json, run_folder, train
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]

@@ -7,7 +7,6 @@ import tempfile
 from pathlib import Path
 
 import pytest
-
 from train_support import (
     assert_same_state,
     checkpoint_names,

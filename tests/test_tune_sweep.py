@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 
 import pytest
-
 from train_support import local_ray
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]

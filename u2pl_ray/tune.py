@@ -13,8 +13,9 @@ import datetime as _dt
 import functools
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from u2pl_ray.config import Config, ConfigError, config_to_dict, dump_config, load_config
 from u2pl_ray.engine.launch import Storage, build_trainer, epoch_iterations, init_ray, resolve_storage, train_datasets

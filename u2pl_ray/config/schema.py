@@ -219,7 +219,7 @@ class TuneConfig(Section):
 
     name: str | None = Field(None, description="sweep name; null = derived from the config name and time")
     search_space: dict[str, dict[str, Any]] = Field(
-        default_factory=lambda: {
+        default_factory=lambda: {  # type: ignore[arg-type]
             "method.drop_percent": {"choice": [60, 70, 80, 90]},
             "method.unsup_weight": {"uniform": [0.5, 1.5]},
             "method.contra_weight": {"loguniform": [0.03, 1.0]},

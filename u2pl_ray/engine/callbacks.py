@@ -40,6 +40,7 @@ def keep_best(checkpoint: Checkpoint, metrics: dict[str, Any]) -> str:
     from pyarrow.fs import FileSelector, FileType, copy_files
 
     fs, path = checkpoint.filesystem, checkpoint.path.rstrip("/")
+    assert fs is not None
     run_dir = path.rsplit("/", 1)[0]
     name = f"best_{int(metrics['iteration']):08d}"
     target = f"{run_dir}/{name}"

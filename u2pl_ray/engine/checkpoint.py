@@ -126,8 +126,8 @@ def load_torch(path: Path) -> Any:
 
 
 def capture_rng() -> dict[str, Any]:
-    np_state = np.random.get_state()
-    state = {
+    np_state: Any = np.random.get_state()
+    state: dict[str, Any] = {
         "python": random.getstate(),
         "numpy": {
             "keys": torch.from_numpy(np_state[1].astype(np.int64)),

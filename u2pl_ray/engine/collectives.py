@@ -5,12 +5,11 @@ In one process (no process group) they degrade to identities, so the loop runs u
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
-
 
 # torch 2.14 renamed all_gather_into_tensor (still there, with a FutureWarning on every call).
 _gather_into = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor

@@ -41,7 +41,7 @@ def forward_logits(model: nn.Module, image: Tensor) -> Tensor:
     """The network's class logits, upsampled to the input size, in float32."""
     out = model(image)
     logits = out["pred"] if isinstance(out, dict) else out
-    return _upsample(logits.float(), tuple(image.shape[-2:]))
+    return _upsample(logits.float(), (int(image.shape[-2]), int(image.shape[-1])))
 
 
 def _pad_to(image: Tensor, height: int, width: int) -> tuple[Tensor, tuple[int, int]]:

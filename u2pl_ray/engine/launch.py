@@ -52,7 +52,7 @@ class Storage:
     fs: pafs.FileSystem
     path: str
 
-    def join(self, *parts: str) -> "Storage":
+    def join(self, *parts: str) -> Storage:
         from u2pl_ray.data.fs import join_uri
 
         tail = "/".join(p.strip("/") for p in parts)
@@ -137,13 +137,14 @@ def build_trainer(
     scaling = ScalingConfig(
         num_workers=sc.num_workers, use_gpu=sc.use_gpu, resources_per_worker=resources if sc.num_workers else None,
     )
-    run_config = RunConfig(
+    # Train V2's RunConfig at run time; Ray's static type is the V1 class, which lacks these keywords.
+    run_config = RunConfig(  # type: ignore[call-arg]
         name=name,
         storage_path=storage.path,
         storage_filesystem=None if storage.is_local else storage.fs,
         failure_config=FailureConfig(max_failures=cfg.max_failures),
         checkpoint_config=CheckpointConfig(num_to_keep=cfg.storage.keep_checkpoints),
-        callbacks=[RunCallback(board), *(callbacks or [])],
+        callbacks=[RunCallback(board), *(callbacks or [])],  # type: ignore[list-item]
         logging_config=LoggingConfig(log_level=cfg.ray_train_log_level),
         # Spinning OpenMP threads slow small ops ~10x on CPUs shared with Ray Data tasks.
         worker_runtime_env=None if sc.use_gpu else {"env_vars": {"OMP_WAIT_POLICY": "PASSIVE"}},

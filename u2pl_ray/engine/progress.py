@@ -81,6 +81,7 @@ class ProgressPrinter:
             self._emit(self._line(self.latest))
 
     def _write_scalars(self, event: dict[str, Any], step: int) -> None:
+        assert self.writer is not None
         # A validation's training values are means over the whole validation period: at a step that a
         # progress report already wrote, they would overwrite its values with that longer average.
         validation = event.get("kind") == "validation"

@@ -204,7 +204,7 @@ class Runner:
         # is saved, rank 0's, on every rank.
         coll.broadcast_buffers_(self.c.unwrapped_student)
         models = {"student": self.c.unwrapped_student}
-        if with_teacher:
+        if with_teacher and self.c.teacher is not None:
             models["teacher"] = self.c.teacher
         for name, model in models.items():
             was_training = model.training
@@ -233,9 +233,8 @@ class Runner:
             train = {k: metrics[k] for k in HISTORY_KEYS if k in metrics}
             prog.history.append({"iteration": prog.iteration, "epoch": prog.epoch, **train, **val})
         prog.evaluated_iteration = prog.iteration
-        metrics = self.progress_metrics(metrics)
-        metrics["stop_reason"] = reason
-        self.checkpoint(metrics, name=f"checkpoint_{prog.iteration:08d}")
+        report: dict[str, Any] = {**self.progress_metrics(metrics), "stop_reason": reason}
+        self.checkpoint(report, name=f"checkpoint_{prog.iteration:08d}")
         self.window.reset()
 
     def progress_metrics(self, metrics: dict[str, Any]) -> dict[str, Any]:

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any, Callable, ContextManager
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -32,7 +34,7 @@ class Components:
     scaler: torch.amp.GradScaler | None
     method: Method
     stream: TrainStream
-    autocast: Callable[[], ContextManager]
+    autocast: Callable[[], AbstractContextManager]
     mean: Tensor
     std: Tensor
     timer: PhaseTimer
@@ -77,7 +79,7 @@ def pick_device(cfg: Config, session: Session) -> torch.device:
     return torch.device("cpu")
 
 
-def _autocast_factory(cfg: Config, device: torch.device) -> Callable[[], ContextManager]:
+def _autocast_factory(cfg: Config, device: torch.device) -> Callable[[], AbstractContextManager]:
     if device.type != "cuda" or cfg.scaling.amp == "none":
         return contextlib.nullcontext
     dtype = torch.bfloat16 if cfg.scaling.amp == "bf16" else torch.float16
@@ -94,7 +96,8 @@ def _threads(cfg: Config, session: Session) -> None:
 
 
 def build_optimizer(cfg: Config, model: nn.Module) -> torch.optim.Optimizer:
-    backbone, head = model.parameter_groups()
+    """SGD or AdamW over the model's two parameter groups (`SegmentationModel.parameter_groups`)."""
+    backbone, head = model.parameter_groups()  # type: ignore[operator]
     groups = [
         {"params": list(backbone), "lr": cfg.optim.lr, "initial_lr": cfg.optim.lr},
         {"params": list(head), "lr": cfg.optim.lr * cfg.optim.head_lr_mult,
@@ -115,8 +118,8 @@ def build_components(cfg: Config, session: Session, info: Any, iters_per_epoch: 
     cfg.model.num_classes = num_classes  # checkpoints then carry a self-contained config
     method_cls = method_class(cfg.method.name)
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
-    student = build_model(cfg.model, num_classes)
-    teacher = build_model(cfg.model, num_classes) if method_cls.uses_teacher else None
+    student: nn.Module = build_model(cfg.model, num_classes)
+    teacher: nn.Module | None = build_model(cfg.model, num_classes) if method_cls.uses_teacher else None
     distributed = coll.is_distributed()
     if distributed and device.type == "cuda" and cfg.model.sync_bn:
         student = convert_sync_batchnorm(student)  # keeps timm's BatchNormAct activations

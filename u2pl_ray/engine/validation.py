@@ -3,7 +3,9 @@ val set, then one all-reduce sums the confusion matrices."""
 
 from __future__ import annotations
 
-from typing import Any, Callable, ContextManager, Iterable
+from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
+from typing import Any
 
 import torch
 from torch import nn
@@ -33,7 +35,7 @@ def confusion_over(
     cfg: Config,
     num_classes: int,
     device: torch.device,
-    autocast: Callable[[], ContextManager],
+    autocast: Callable[[], AbstractContextManager],
 ) -> ConfusionMatrix:
     spec = inference_spec(cfg)
     mean = torch.tensor(cfg.data.mean, device=device).view(1, 3, 1, 1)
@@ -43,14 +45,15 @@ def confusion_over(
         image = (image.to(device).float().unsqueeze(0) - mean) / std
         label = label.to(device).long()
         with autocast():
-            logits, label = predict_logits(model, image, label, spec, num_classes)
-        matrix.update(logits.argmax(1)[0], label)
+            logits, scored = predict_logits(model, image, label, spec, num_classes)
+        assert scored is not None
+        matrix.update(logits.argmax(1)[0], scored)
     return matrix
 
 
 def run_validation(
     model: nn.Module, cfg: Config, info: Any, session: Any, device: torch.device,
-    autocast: Callable[[], ContextManager],
+    autocast: Callable[[], AbstractContextManager],
 ) -> dict[str, float]:
     num_classes = cfg.model.num_classes or info.num_classes
     samples = iter_val_samples(cfg.data, info, session.rank, session.world_size)

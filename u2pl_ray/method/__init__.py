@@ -5,13 +5,13 @@ Randomness goes through explicit torch.Generators (or an injectable index sample
 distributed goes through a `gather` function argument, so all of it runs in one process.
 """
 
+from u2pl_ray.method.base import Method, MethodContext, StepBatch
 from u2pl_ray.method.contrastive import ContrastiveResult, IndexSampler, contrastive_loss, generator_sampler
 from u2pl_ray.method.contrastive_select import Selection, downsample_nearest, full_res_masks, membership, select
 from u2pl_ray.method.memory_bank import MemoryBank, pack_keys
-from u2pl_ray.method.base import Method, MethodContext, StepBatch
 from u2pl_ray.method.registry import METHODS, build_method, method_class
-from u2pl_ray.method.sup_only import SupOnly
 from u2pl_ray.method.strong_aug import cutmix_box, gate, strong_augment
+from u2pl_ray.method.sup_only import SupOnly
 from u2pl_ray.method.supervised import ce_loss, ohem_loss, supervised_loss, upsample
 from u2pl_ray.method.teacher import copy_student_into_teacher, ema_decay, ema_update, poly_lr, set_poly_lr
 from u2pl_ray.method.thresholds import alpha_t, drop_percent, entropy, entropy_from_logits, percentile, percentiles

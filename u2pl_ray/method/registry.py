@@ -22,4 +22,5 @@ def method_class(name: str) -> type[Method]:
 
 def build_method(cfg: Any, ctx: MethodContext) -> Method:
     """The method of a MethodConfig (`cfg.name`), built for one worker."""
-    return method_class(cfg.name)(cfg, ctx)
+    cls: Any = method_class(cfg.name)  # each method's constructor takes (its config, the context)
+    return cls(cfg, ctx)

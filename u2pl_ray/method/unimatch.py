@@ -129,7 +129,7 @@ class UniMatch(Method):
         cfg = self.cfg
         assert batch.image_u is not None and batch.image_u2 is not None
         image_l, label_l, image_u = batch.image_l, batch.label_l, batch.image_u
-        num_lb, num_ulb = image_l.shape[0], image_u.shape[0]
+        num_lb = image_l.shape[0]
         size = (label_l.shape[-2], label_l.shape[-1])
         ignore = _padding(batch.ignore_u, image_u)
         ignore_mix = _padding(batch.ignore_u2, batch.image_u2)
