@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PIP_QUIET ?= -q
 
-.PHONY: train test test-fast venv bench clean data-packages
+.PHONY: train test test-fast lint venv bench clean data-packages
 # Debian's real data for the synthetic benchmark's objects and the MRI benchmark; installed where
 # apt-get can (root), skipped quietly elsewhere (the synthetic set then draws procedural shapes).
 DATA_PACKAGES := dataset-fashion-mnist mricron-data
@@ -34,6 +34,11 @@ data-packages:
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)

@@ -1,4 +1,4 @@
-"""Slow, literal reference implementations written from the spec text (u2pl-official-behaviour.md),
+"""Slow, literal reference implementations written from the spec text (docs/u2pl-official-behaviour.md),
 for comparison with u2pl_ray.method in tests only: Python loops, per-class `torch.cat` queues,
 numpy percentiles, `F.cosine_similarity` on materialised [Q, 1+N, D] tensors.
 """

@@ -35,7 +35,7 @@ def test_settings_differ_only_in_labels_and_method(suite, setting):
     assert cfg.data.synthetic == base.data.synthetic and cfg.data.root == base.data.root  # same images
     assert cfg.schedule == base.schedule and cfg.optim == base.optim and cfg.seed == base.seed
     assert cfg.model == base.model and cfg.data.crop_size == base.data.crop_size
-    assert cfg.method.name == ("supervised" if setting.startswith("sup") else "u2pl")
+    assert cfg.method.name == setting.split("_")[0].replace("sup", "supervised")
     assert cfg.data.split == ("full" if setting == "sup_full" else "1_16")
     if setting.startswith("u2pl"):
         variant = setting.split("_")[1]
