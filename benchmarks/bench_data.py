@@ -83,9 +83,14 @@ def bench_dataloader(folder: Path, ids: list[str], cfg, epochs: int, workers: in
     per_epoch = []
     for epoch in range(epochs):
         start, count = time.perf_counter(), 0
-        loader = torch.utils.data.DataLoader(FileDataset(folder, ids, augment, checks, epoch),
-                                             batch_size=cfg.data.batch_size, shuffle=True, drop_last=True,
-                                             num_workers=workers, persistent_workers=False)
+        loader = torch.utils.data.DataLoader(
+            FileDataset(folder, ids, augment, checks, epoch),
+            batch_size=cfg.data.batch_size,
+            shuffle=True,
+            drop_last=True,
+            num_workers=workers,
+            persistent_workers=False,
+        )
         for images, _ in loader:
             count += images.shape[0]
         per_epoch.append((count, time.perf_counter() - start))
@@ -99,8 +104,16 @@ def _ray_loop(loop_config):
     from u2pl_ray.data.stream import TrainStream
 
     cfg = build_config(loop_config["config"])
-    stream = TrainStream(cfg.data, labeled=ray.train.get_dataset_shard("labeled"), unlabeled=None, rank=0,
-                         world_size=1, seed=0, iters_per_epoch=loop_config["n"], info=loop_config["info"])
+    stream = TrainStream(
+        cfg.data,
+        labeled=ray.train.get_dataset_shard("labeled"),
+        unlabeled=None,
+        rank=0,
+        world_size=1,
+        seed=0,
+        iters_per_epoch=loop_config["n"],
+        info=loop_config["info"],
+    )
     per_epoch = []
     for epoch in range(loop_config["epochs"]):
         start, count = time.perf_counter(), 0
@@ -121,11 +134,18 @@ def bench_ray(cfg, epochs: int, storage: str) -> list[tuple[int, float]]:
     info = load_dataset_info(cfg.data)
     n = iters_per_epoch(info, cfg.data, 1, needs_unlabeled=False)
     trainer = TorchTrainer(
-        _ray_loop, train_loop_config={"config": config_to_dict(cfg), "n": n, "info": info, "epochs": epochs,
-                                      "out": f"{storage}/result.json"},
+        _ray_loop,
+        train_loop_config={
+            "config": config_to_dict(cfg),
+            "n": n,
+            "info": info,
+            "epochs": epochs,
+            "out": f"{storage}/result.json",
+        },
         scaling_config=ScalingConfig(num_workers=1, resources_per_worker={"CPU": 0.5}),
         datasets=build_train_datasets(cfg.data, info, needs_unlabeled=False, iters_per_epoch=n, world_size=1),
-        dataset_config=train_dataset_config(cfg.data), run_config=RunConfig(name="bench", storage_path=storage),
+        dataset_config=train_dataset_config(cfg.data),
+        run_config=RunConfig(name="bench", storage_path=storage),
     )
     trainer.fit()
     return [tuple(x) for x in json.loads(Path(storage, "result.json").read_text())]
@@ -153,21 +173,37 @@ def main() -> None:
         os.environ.update(server.env())
         server.make_bucket("bench")
         root = server.uri("bench", "synthetic")
-        overrides = [f"data.root={root}", "data.split=full", f"data.crop_size={args.crop}",
-                     f"data.batch_size={args.batch}", "model.num_classes=6"]
+        overrides = [
+            f"data.root={root}",
+            "data.split=full",
+            f"data.crop_size={args.crop}",
+            f"data.batch_size={args.batch}",
+            "model.num_classes=6",
+        ]
         cfg = load_config(None, overrides)
         t0 = time.perf_counter()
-        synth = cfg.data.synthetic.model_copy(update={"num_train": args.images, "num_val": 8,
-                                                      "image_size": args.image_size, "labeled_fractions": ["full"]})
+        synth = cfg.data.synthetic.model_copy(
+            update={
+                "num_train": args.images,
+                "num_val": 8,
+                "image_size": args.image_size,
+                "labeled_fractions": ["full"],
+            }
+        )
         generate_synthetic(synth, root, overwrite=True)
         info = load_dataset_info(cfg.data)
         ids = export_files(info, work / "files")
-        print(f"wrote {len(ids)} pairs of {args.image_size}px to S3 and to local files in "
-              f"{time.perf_counter() - t0:.1f} s", flush=True)
+        print(
+            f"wrote {len(ids)} pairs of {args.image_size}px to S3 and to local files in "
+            f"{time.perf_counter() - t0:.1f} s",
+            flush=True,
+        )
 
         loader = rates(bench_dataloader(work / "files", ids, cfg, args.epochs, args.loader_workers))
-        print(f"DataLoader ({args.loader_workers} workers): {loader[0]:.1f} img/s, {loader[1]:.1f} after epoch 0",
-              flush=True)
+        print(
+            f"DataLoader ({args.loader_workers} workers): {loader[0]:.1f} img/s, {loader[1]:.1f} after epoch 0",
+            flush=True,
+        )
         # The local Ray processes inherit the S3 variables from this environment (set above); a runtime_env
         # would keep Ray from using its pre-started worker processes and add seconds to the first epoch.
         ray.init(address="local", num_cpus=2, object_store_memory=1 << 30, log_to_driver=False)
@@ -177,20 +213,30 @@ def main() -> None:
         if args.decode_ray:
             cfg_ray = load_config(None, [*overrides, "data.decode=ray"])
             in_ray = rates(bench_ray(cfg_ray, args.epochs, str(work / "runs-ray")))
-            extra = {"ray_data_decode_ray_img_s": round(in_ray[0], 1), "ray_data_decode_ray_steady_img_s":
-                     round(in_ray[1], 1)}
+            extra = {
+                "ray_data_decode_ray_img_s": round(in_ray[0], 1),
+                "ray_data_decode_ray_steady_img_s": round(in_ray[1], 1),
+            }
             print(f"Ray Data stream (decode: ray): {in_ray[0]:.1f} img/s, {in_ray[1]:.1f} after epoch 0", flush=True)
         ray.shutdown()
     finally:
         server.close()
         shutil.rmtree(work, ignore_errors=True)
     out = {
-        "ray_data_img_s": round(stream[0], 1), "dataloader_img_s": round(loader[0], 1),
+        "ray_data_img_s": round(stream[0], 1),
+        "dataloader_img_s": round(loader[0], 1),
         "ratio": round(stream[0] / loader[0], 3),
-        "ray_data_steady_img_s": round(stream[1], 1), "dataloader_steady_img_s": round(loader[1], 1),
-        "ratio_steady": round(stream[1] / loader[1], 3), **extra,
-        "images": len(ids), "epochs": args.epochs, "image_size": args.image_size, "crop": args.crop,
-        "batch": args.batch, "loader_workers": args.loader_workers, "cpus": os.cpu_count(),
+        "ray_data_steady_img_s": round(stream[1], 1),
+        "dataloader_steady_img_s": round(loader[1], 1),
+        "ratio_steady": round(stream[1] / loader[1], 3),
+        **extra,
+        "images": len(ids),
+        "epochs": args.epochs,
+        "image_size": args.image_size,
+        "crop": args.crop,
+        "batch": args.batch,
+        "loader_workers": args.loader_workers,
+        "cpus": os.cpu_count(),
         "load_avg_1m": round(os.getloadavg()[0], 2),
     }
     print(json.dumps(out))

@@ -37,8 +37,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))  # the training-test helpers and the SeaweedFS fixture code
-for key, value in {"OMP_WAIT_POLICY": "PASSIVE", "RAY_TRAIN_ENABLE_PRINT_PATCH": "0", "RAY_AUTH_MODE": "disabled",
-                   "RAY_DATA_DISABLE_PROGRESS_BARS": "1", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.1"}.items():
+for key, value in {
+    "OMP_WAIT_POLICY": "PASSIVE",
+    "RAY_TRAIN_ENABLE_PRINT_PATCH": "0",
+    "RAY_AUTH_MODE": "disabled",
+    "RAY_DATA_DISABLE_PROGRESS_BARS": "1",
+    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.1",
+}.items():
     os.environ.setdefault(key, value)
 
 from train_support import (
@@ -54,8 +59,14 @@ from train_support import (
 )
 
 ITERS = 12
-COMMON = ["--set=schedule.epochs=3", "--set=data.deterministic=true", "--set=scaling.torch_threads=1",
-          "--set=storage.checkpoint_every_iters=3", "--set=eval.every_epochs=0", "--set=method.sup_only_epochs=1"]
+COMMON = [
+    "--set=schedule.epochs=3",
+    "--set=data.deterministic=true",
+    "--set=scaling.torch_threads=1",
+    "--set=storage.checkpoint_every_iters=3",
+    "--set=eval.every_epochs=0",
+    "--set=method.sup_only_epochs=1",
+]
 
 
 class Bench:
@@ -64,8 +75,13 @@ class Bench:
         self.results: dict[str, dict] = {}
 
     def args(self, name: str, *extra: str, storage: str | None = None) -> list[str]:
-        return [*COMMON, f"--set=storage.path={storage or self.storage}", f"--set=storage.name={name}",
-                f"--set=data.cache_dir={self.cache}", *extra]
+        return [
+            *COMMON,
+            f"--set=storage.path={storage or self.storage}",
+            f"--set=storage.name={name}",
+            f"--set=data.cache_dir={self.cache}",
+            *extra,
+        ]
 
     def final(self, name: str, storage: str | None = None) -> tuple[dict | None, dict]:
         fs, run = run_folder(storage or self.storage, name)
@@ -76,8 +92,15 @@ class Bench:
             return None, {}
         return state, read_json(fs, f"{run}/summary.json")
 
-    def record(self, scenario: str, name: str, fault_at: float, reference: str = "straight",
-               storage: str | None = None, **extra) -> None:
+    def record(
+        self,
+        scenario: str,
+        name: str,
+        fault_at: float,
+        reference: str = "straight",
+        storage: str | None = None,
+        **extra,
+    ) -> None:
         state, summary = self.final(name, storage)
         ref, _ = self.final(reference, storage)
         equal = False
@@ -89,9 +112,13 @@ class Bench:
                 equal = False
         resumes = summary.get("resumes", [])
         recover = round(resumes[0]["unix_time"] - fault_at, 2) if resumes else None
-        self.results[scenario] = {"survived": state is not None and summary.get("iterations") == ITERS,
-                                  "state_equal": equal, "resumed_at_iteration": [r["iteration"] for r in resumes],
-                                  "recover_s": recover, **extra}
+        self.results[scenario] = {
+            "survived": state is not None and summary.get("iterations") == ITERS,
+            "state_equal": equal,
+            "resumed_at_iteration": [r["iteration"] for r in resumes],
+            "recover_s": recover,
+            **extra,
+        }
         print(f"{scenario}: {self.results[scenario]}", flush=True)
 
 
@@ -102,15 +129,25 @@ def marker_time(path: Path) -> float:
 def worker_faults(b: Bench, tmp: Path) -> None:
     for kind in ("exit", "raise"):
         marker = tmp / f"{kind}.fired"
-        train(*b.args(f"worker-{kind}", "--set=max_failures=1", f"--set=fault.kind={kind}",
-                      "--set=fault.fail_at_iter=5", f"--set=fault.once_marker={marker}"))
+        train(
+            *b.args(
+                f"worker-{kind}",
+                "--set=max_failures=1",
+                f"--set=fault.kind={kind}",
+                "--set=fault.fail_at_iter=5",
+                f"--set=fault.once_marker={marker}",
+            )
+        )
         b.record(f"worker_{kind}", f"worker-{kind}", marker_time(marker))
 
 
 def torn_checkpoint(b: Bench, tmp: Path) -> None:
     marker = tmp / "torn.fired"
-    rc = train(*b.args("torn", "--set=fault.kind=checkpoint", "--set=fault.fail_at_iter=6",
-                       f"--set=fault.once_marker={marker}"))
+    rc = train(
+        *b.args(
+            "torn", "--set=fault.kind=checkpoint", "--set=fault.fail_at_iter=6", f"--set=fault.once_marker={marker}"
+        )
+    )
     train(f"--resume={b.storage}/torn")
     b.record("torn_checkpoint", "torn", marker_time(marker), first_rc=rc)
 
@@ -125,9 +162,13 @@ def damaged_checkpoint(b: Bench) -> None:
 
 
 def sigterm(b: Bench) -> None:
-    proc = subprocess.Popen([sys.executable, "-m", "u2pl_ray.train", "--config", TINY,
-                             *b.args("sigterm", "--set=fault.step_delay_s=0.7")], cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "u2pl_ray.train", "--config", TINY, *b.args("sigterm", "--set=fault.step_delay_s=0.7")],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     for line in proc.stdout:  # the first progress line: training runs
         if "| it " in line:
             break
@@ -152,25 +193,49 @@ def s3_outage(b: Bench, tmp: Path) -> None:
         server.make_bucket("faults")
         data = server.uri("faults", "data", endpoint_in_uri=False)
         storage = server.uri("faults", "runs", endpoint_in_uri=False)
-        convert_main(["synthetic", "--out", data, "--num-train", "48", "--num-val", "8", "--image-size", "32",
-                      "--labeled-fractions", "1_4", "--object-source", "procedural", "--shard-rows", "16",
-                      "--overwrite"])
+        convert_main(
+            [
+                "synthetic",
+                "--out",
+                data,
+                "--num-train",
+                "48",
+                "--num-val",
+                "8",
+                "--image-size",
+                "32",
+                "--labeled-fractions",
+                "1_4",
+                "--object-source",
+                "procedural",
+                "--shard-rows",
+                "16",
+                "--overwrite",
+            ]
+        )
         on_s3 = [f"--set=data.root={data}"]
         fs, run = run_folder(storage, "outage")
         stopped: dict[str, float] = {}
 
         with local_ray():
             train(*b.args("straight", *on_s3, storage=storage))
-            watcher = threading.Thread(target=stop_when_sealed, daemon=True,
-                                       args=(server, fs, f"{run}/checkpoint_00000003/meta.json", stopped))
+            watcher = threading.Thread(
+                target=stop_when_sealed, daemon=True, args=(server, fs, f"{run}/checkpoint_00000003/meta.json", stopped)
+            )
             watcher.start()
             rc = train(*b.args("outage", *on_s3, "--set=fault.step_delay_s=0.5", storage=storage))
             failed_after = time.time() - stopped.get("at", float("nan"))
             watcher.join()
             server.start()
             train(f"--resume={storage}/outage", "--set=fault.step_delay_s=0")
-            b.record("s3_outage", "outage", stopped.get("at", float("nan")), storage=storage, first_rc=rc,
-                     gave_up_after_s=round(failed_after, 1))
+            b.record(
+                "s3_outage",
+                "outage",
+                stopped.get("at", float("nan")),
+                storage=storage,
+                first_rc=rc,
+                gave_up_after_s=round(failed_after, 1),
+            )
     finally:
         os.environ.clear()
         os.environ.update(saved)
@@ -194,13 +259,20 @@ def main() -> None:
         if not args.skip_s3:
             s3_outage(b, tmp)
     results = b.results
-    print(json.dumps({
-        "benchmark": "bench_faults", "scenarios": len(results),
-        "survived": sum(r["survived"] for r in results.values()),
-        "lost": sum(not (r["survived"] and r["state_equal"]) for r in results.values()),
-        "recover_s": {k: r["recover_s"] for k, r in results.items()}, "details": results,
-        "wall_s": round(time.monotonic() - started, 1), "machine": f"{os.cpu_count()} cores",
-    }))
+    print(
+        json.dumps(
+            {
+                "benchmark": "bench_faults",
+                "scenarios": len(results),
+                "survived": sum(r["survived"] for r in results.values()),
+                "lost": sum(not (r["survived"] and r["state_equal"]) for r in results.values()),
+                "recover_s": {k: r["recover_s"] for k, r in results.items()},
+                "details": results,
+                "wall_s": round(time.monotonic() - started, 1),
+                "machine": f"{os.cpu_count()} cores",
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -96,12 +96,27 @@ def timed_contrastive(variant, bank, rep, rep_t, pred_t, label_l, pseudo, entrop
     start = time.perf_counter()
     low, high = full_res_masks(label_l, pseudo, entropy_u, low_t, high_t, variant=variant)
     small = downsample_nearest([torch.cat([label_l, pseudo]), low, high], tuple(rep.shape[-2:]))
-    sel = select(torch.softmax(pred_t, 1), *small, num_labeled=label_l.shape[0], variant=variant,
-                 anchor_threshold=cfg.anchor_threshold, negative_threshold=cfg.negative_threshold,
-                 low_rank=cfg.low_rank, high_rank=cfg.high_rank)
-    res = contrastive_loss(rep, rep_t, sel, bank, variant=variant, num_queries=cfg.num_queries,
-                           num_negatives=cfg.num_negatives, temperature=cfg.temperature,
-                           sampler=generator_sampler(g))
+    sel = select(
+        torch.softmax(pred_t, 1),
+        *small,
+        num_labeled=label_l.shape[0],
+        variant=variant,
+        anchor_threshold=cfg.anchor_threshold,
+        negative_threshold=cfg.negative_threshold,
+        low_rank=cfg.low_rank,
+        high_rank=cfg.high_rank,
+    )
+    res = contrastive_loss(
+        rep,
+        rep_t,
+        sel,
+        bank,
+        variant=variant,
+        num_queries=cfg.num_queries,
+        num_negatives=cfg.num_negatives,
+        temperature=cfg.temperature,
+        sampler=generator_sampler(g),
+    )
     res.loss.backward()
     return time.perf_counter() - start, res
 
@@ -122,12 +137,27 @@ def time_reference(repeats, rep, rep_t, pred_t, label_l, pseudo, entropy_u, alph
     for _ in range(repeats):
         leaf = rep.detach().clone().requires_grad_(True)
         start = time.perf_counter()
-        onehot_l, onehot_u, low, high = official_inputs(label_l, pseudo, entropy_u, alpha, NUM_CLASSES, tuple(rep.shape[-2:]))
+        onehot_l, onehot_u, low, high = official_inputs(
+            label_l, pseudo, entropy_u, alpha, NUM_CLASSES, tuple(rep.shape[-2:])
+        )
         _, loss, _ = official_contrastive_reference(
-            leaf, onehot_l, onehot_u, prob[:BATCH], prob[BATCH:], low, high, bank, caps, rep_t,
-            low_rank=cfg.low_rank, high_rank=cfg.high_rank, anchor_threshold=cfg.anchor_threshold,
-            negative_threshold=cfg.negative_threshold, num_queries=cfg.num_queries,
-            num_negatives=cfg.num_negatives, temperature=cfg.temperature,
+            leaf,
+            onehot_l,
+            onehot_u,
+            prob[:BATCH],
+            prob[BATCH:],
+            low,
+            high,
+            bank,
+            caps,
+            rep_t,
+            low_rank=cfg.low_rank,
+            high_rank=cfg.high_rank,
+            anchor_threshold=cfg.anchor_threshold,
+            negative_threshold=cfg.negative_threshold,
+            num_queries=cfg.num_queries,
+            num_negatives=cfg.num_negatives,
+            temperature=cfg.temperature,
             sampler=lambda high_, count: torch.randint(high_, (count,), generator=g),
         )
         loss.backward()
@@ -142,9 +172,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5, help="repeats of the U2PL-specific parts (best is reported)")
     parser.add_argument("--logit-scale", type=float, default=8.0, help="classifier output scale (confidence)")
-    parser.add_argument("--with-reference", action="store_true",
-                        help="also time tests/method_reference.py (the official algorithm written literally: "
-                             "per-class cat queues, a bank clone per read) on the step's outputs")
+    parser.add_argument(
+        "--with-reference",
+        action="store_true",
+        help="also time tests/method_reference.py (the official algorithm written literally: "
+        "per-class cat queues, a bank clone per read) on the step's outputs",
+    )
     args = parser.parse_args()
     load_start = os.getloadavg()[0]
     torch.set_num_threads(args.threads)
@@ -168,8 +201,10 @@ def main() -> None:
 
     phases = Phases()
     cfg = MethodConfig()  # official VOC defaults
-    step = U2PL(cfg, MethodContext(num_classes=NUM_CLASSES, rep_dim=DIM, total_epochs=80, iters_per_epoch=100,
-                                   seed=0, phase=phases))
+    step = U2PL(
+        cfg,
+        MethodContext(num_classes=NUM_CLASSES, rep_dim=DIM, total_epochs=80, iters_per_epoch=100, seed=0, phase=phases),
+    )
     fill_bank(step.memory_bank, g)
     opt = torch.optim.SGD(student.parameters(), lr=1e-3, momentum=0.9)
     image_l = torch.randn(BATCH, 3, SIZE, SIZE, generator=g)
@@ -222,7 +257,9 @@ def main() -> None:
     all_l[0] = grid.view(SIZE, SIZE)
     all_u = all_l.flip(0)
     small = F.interpolate(torch.cat([all_l, all_u]).unsqueeze(1).float(), size=rep.shape[-2:], mode="nearest")
-    logits = 4 * F.one_hot(small[:, 0].long().masked_fill(small[:, 0] == 255, 0), NUM_CLASSES).permute(0, 3, 1, 2).float()
+    logits = (
+        4 * F.one_hot(small[:, 0].long().masked_fill(small[:, 0] == 255, 0), NUM_CLASSES).permute(0, 3, 1, 2).float()
+    )
     logits = logits + torch.randn(logits.shape, generator=g)
     entropy_rand = torch.rand(BATCH, SIZE, SIZE, generator=g)
 
@@ -236,7 +273,10 @@ def main() -> None:
         for name, args_ in (
             ("contrastive", ("official", step.memory_bank, rep, out_t["rep"], pred_t, label_l, pseudo, entropy_u)),
             ("contrastive_paper", ("paper", paper_bank, rep, out_t["rep"], pred_t, label_l, pseudo, entropy_u)),
-            ("contrastive_all21", ("official", step.memory_bank, rep, out_t["rep"], logits, all_l, all_u, entropy_rand)),
+            (
+                "contrastive_all21",
+                ("official", step.memory_bank, rep, out_t["rep"], logits, all_l, all_u, entropy_rand),
+            ),
         ):
             elapsed, found[name] = timed_contrastive(*args_, alpha, g)
             runs[name].append(elapsed)
@@ -268,8 +308,14 @@ def main() -> None:
         "step_phases_s": {k: round(v, 4) for k, v in sorted(per_step.items())},
         "step_metrics": {k: round(v, 4) for k, v in metrics.items()},
         "backbone": args.backbone,
-        "shapes": {"classes": NUM_CLASSES, "batch": f"{BATCH}+{BATCH}", "input": SIZE,
-                   "features": list(rep.shape[-2:]), "dim": DIM, "bank_rows": sum(step.memory_bank.count)},
+        "shapes": {
+            "classes": NUM_CLASSES,
+            "batch": f"{BATCH}+{BATCH}",
+            "input": SIZE,
+            "features": list(rep.shape[-2:]),
+            "dim": DIM,
+            "bank_rows": sum(step.memory_bank.count),
+        },
         "threads": args.threads,
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
         "steps": args.steps,

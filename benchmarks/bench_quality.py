@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import functools
 import hashlib
 import json
 import os
@@ -87,11 +88,18 @@ def run_one(configs: Path, setting: str, seed: int, overrides: list[str], storag
         raise SystemExit(f"{setting} seed {seed}: training failed (exit {rc})")
     s = json.loads((Path(storage) / name / "summary.json").read_text())
     return {
-        "seed": seed, "miou": s["last_miou"], "best_miou": s["best_miou"],
-        "student_last": s["student"]["last_miou"], "teacher_last": s["teacher"]["last_miou"],
-        "iterations": s["iterations"], "wall_s": s["wall_s"], "images_per_s": s["images_per_s"],
-        "curve": [[h["iteration"], h.get("val/miou"), h.get("val/student/miou"), h.get("val/teacher/miou")]
-                  for h in s.get("history", [])],
+        "seed": seed,
+        "miou": s["last_miou"],
+        "best_miou": s["best_miou"],
+        "student_last": s["student"]["last_miou"],
+        "teacher_last": s["teacher"]["last_miou"],
+        "iterations": s["iterations"],
+        "wall_s": s["wall_s"],
+        "images_per_s": s["images_per_s"],
+        "curve": [
+            [h["iteration"], h.get("val/miou"), h.get("val/student/miou"), h.get("val/teacher/miou")]
+            for h in s.get("history", [])
+        ],
     }
 
 
@@ -133,8 +141,12 @@ def cached_run(folder: Path, setting: str, seed: int, key: str, run: Callable[[]
 
 def aggregate(runs: list[dict]) -> dict:
     values = [r["miou"] for r in runs]
-    return {"runs": runs, "miou": values, "mean": statistics.fmean(values),
-            "std": statistics.stdev(values) if len(values) > 1 else 0.0}
+    return {
+        "runs": runs,
+        "miou": values,
+        "mean": statistics.fmean(values),
+        "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+    }
 
 
 def targets(results: dict) -> dict:
@@ -152,9 +164,13 @@ def targets(results: dict) -> dict:
         gain = r["mean"] - base
         closed = gain / (ceiling - base) if ceiling is not None and ceiling > base else None
         pairs = [(x["miou"], base_by_seed[x["seed"]]) for x in r["runs"] if x["seed"] in base_by_seed]
-        out[name] = {"gain": gain, "gap_closed": closed, "gain_ok": gain >= TARGET_GAIN,
-                     "gap_ok": closed is not None and closed >= TARGET_GAP,
-                     "ahead_every_seed": bool(pairs) and all(u > s for u, s in pairs)}
+        out[name] = {
+            "gain": gain,
+            "gap_closed": closed,
+            "gain_ok": gain >= TARGET_GAIN,
+            "gap_ok": closed is not None and closed >= TARGET_GAP,
+            "ahead_every_seed": bool(pairs) and all(u > s for u, s in pairs),
+        }
     return out
 
 
@@ -168,12 +184,16 @@ def suite_markdown(suite: str, report: dict) -> str:
     pct = lambda v: "–" if v is None else f"{100 * v:.1f}"  # noqa: E731
     res, tg = report["results"], report["targets"]
     lines = [
-        f"## {suite}{' (--quick)' if report['quick'] else ''}", "",
-        f"`{report['command']}`", "",
+        f"## {suite}{' (--quick)' if report['quick'] else ''}",
+        "",
+        f"`{report['command']}`",
+        "",
         f"{report['date']} on {report['machine']} (1-min load average at start/end: "
         f"{report['load_avg_start']:.1f}/{report['load_avg_end']:.1f}); wall time of this invocation "
-        f"{report['wall_s'] / 60:.1f} min; {report['iterations']} iterations per run.", "",
-        "| setting | " + " | ".join(f"seed {s}" for s in report["seeds"])
+        f"{report['wall_s'] / 60:.1f} min; {report['iterations']} iterations per run.",
+        "",
+        "| setting | "
+        + " | ".join(f"seed {s}" for s in report["seeds"])
         + " | mean ± std | gain vs sup_1_16 | gap closed | ahead every seed | student, mean |",
         "|---|" + "---|" * len(report["seeds"]) + "---|---|---|---|---|",
     ]
@@ -185,13 +205,21 @@ def suite_markdown(suite: str, report: dict) -> str:
         ahead = ("yes" if t["ahead_every_seed"] else "no") if t else "–"
         students = [x["student_last"] for x in r["runs"] if x.get("student_last") is not None]
         student = pct(statistics.fmean(students)) if students else "–"
-        lines.append(f"| {name} | " + " | ".join(pct(by_seed.get(s)) for s in report["seeds"])
-                     + f" | {100 * r['mean']:.1f} ± {100 * r['std']:.1f} | {gain} | {closed} | {ahead} | {student} |")
-    lines += ["", f"Targets: U2PL ≥ sup_1_16 + {100 * TARGET_GAIN:.0f} mIoU, ≥ {100 * TARGET_GAP:.0f} % of the "
-              "gap to sup_full closed, ahead of sup_1_16 in every seed."]
+        lines.append(
+            f"| {name} | "
+            + " | ".join(pct(by_seed.get(s)) for s in report["seeds"])
+            + f" | {100 * r['mean']:.1f} ± {100 * r['std']:.1f} | {gain} | {closed} | {ahead} | {student} |"
+        )
+    lines += [
+        "",
+        f"Targets: U2PL ≥ sup_1_16 + {100 * TARGET_GAIN:.0f} mIoU, ≥ {100 * TARGET_GAP:.0f} % of the "
+        "gap to sup_full closed, ahead of sup_1_16 in every seed.",
+    ]
     for name, t in tg.items():
-        lines.append(f"- {name}: gain {'met' if t['gain_ok'] else 'missed'}, gap {'met' if t['gap_ok'] else 'missed'}, "
-                     f"every seed {'met' if t['ahead_every_seed'] else 'missed'}")
+        lines.append(
+            f"- {name}: gain {'met' if t['gain_ok'] else 'missed'}, gap {'met' if t['gap_ok'] else 'missed'}, "
+            f"every seed {'met' if t['ahead_every_seed'] else 'missed'}"
+        )
     if BASELINE in res:
         steps = [plateau(r) for r in res[BASELINE]["runs"]]
         lines.append("- sup_1_16 last two validations differ by " + ", ".join(pct(s) for s in steps) + " mIoU")
@@ -201,10 +229,14 @@ def suite_markdown(suite: str, report: dict) -> str:
 
 
 def markdown(sections: dict) -> str:
-    head = ["# Semi-supervised benchmark", "",
-            "mIoU (%) is the **last** validation, at the end of training, of the model the trainer selects: "
-            "the EMA teacher for U2PL, the student for supervised runs. The same labelled subset in every "
-            "setting of a suite; the seed varies the training.", ""]
+    head = [
+        "# Semi-supervised benchmark",
+        "",
+        "mIoU (%) is the **last** validation, at the end of training, of the model the trainer selects: "
+        "the EMA teacher for U2PL, the student for supervised runs. The same labelled subset in every "
+        "setting of a suite; the seed varies the training.",
+        "",
+    ]
     return "\n".join(head) + "\n".join(suite_markdown(s, r) for s, r in sections.items())
 
 
@@ -242,18 +274,24 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="1 seed, 3 settings, a short schedule (the direction)")
     p.add_argument("--seeds", type=int, nargs="+", help="training seeds (default 0 1 2; --quick: 0)")
     p.add_argument("--settings", nargs="+", choices=SETTINGS, help="default: all six (--quick: three)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="config override for every run (after --quick's)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config override for every run (after --quick's)",
+    )
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
     p.add_argument("--storage", default=str(REPO / "runs" / "bench_quality"), help="where the runs are kept")
-    p.add_argument("--fresh", action="store_true", help="train every (setting, seed) again instead of reusing "
-                   "the saved results")
+    p.add_argument(
+        "--fresh", action="store_true", help="train every (setting, seed) again instead of reusing the saved results"
+    )
     args = p.parse_args()
     seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
     settings = args.settings or (QUICK_SETTINGS if args.quick else SETTINGS)
     configs = SUITES[args.suite]
-    overrides = [*suite_overrides(args.suite), *(quick_overrides(args.suite) if args.quick else ()),
-                 *args.overrides]
+    overrides = [*suite_overrides(args.suite), *(quick_overrides(args.suite) if args.quick else ()), *args.overrides]
     if args.quick:
         print(QUICK_NOTE, flush=True)
 
@@ -275,8 +313,8 @@ def main() -> None:
             data = data_identity(configs, setting, overrides)
             for seed in seeds:
                 key = run_key(configs, setting, seed, overrides, data)
-                runs.append(cached_run(saved, setting, seed, key,
-                                       lambda: run_one(configs, setting, seed, overrides, storage)))  # noqa: B023
+                train = functools.partial(run_one, configs, setting, seed, overrides, storage)
+                runs.append(cached_run(saved, setting, seed, key, train))
                 print(f"{setting} seed {seed}: miou {runs[-1]['miou']:.4f}", flush=True)
             results[setting] = aggregate(runs)
     finally:
@@ -284,12 +322,21 @@ def main() -> None:
     wall = time.monotonic() - started
     first = next(iter(results.values()))["runs"][0]
     report = {
-        "benchmark": "bench_quality", "suite": args.suite, "quick": args.quick, "seeds": seeds,
-        "results": results, "targets": targets(results), "iterations": first["iterations"],
-        "overrides": overrides, "command": " ".join(["python benchmarks/bench_quality.py", *sys.argv[1:]]),
+        "benchmark": "bench_quality",
+        "suite": args.suite,
+        "quick": args.quick,
+        "seeds": seeds,
+        "results": results,
+        "targets": targets(results),
+        "iterations": first["iterations"],
+        "overrides": overrides,
+        "command": " ".join(["python benchmarks/bench_quality.py", *sys.argv[1:]]),
         "machine": f"{platform.machine()} {os.cpu_count()} cores, {platform.processor() or platform.system()}",
-        "date": dt.datetime.now().isoformat(timespec="seconds"), "wall_s": round(wall, 1),
-        "load_avg_start": load_start, "load_avg_end": os.getloadavg()[0], "runs_dir": storage,
+        "date": dt.datetime.now().isoformat(timespec="seconds"),
+        "wall_s": round(wall, 1),
+        "load_avg_start": load_start,
+        "load_avg_end": os.getloadavg()[0],
+        "runs_dir": storage,
         "reported": "last validation mIoU of the selected model (U2PL: EMA teacher; supervised: student)",
     }
     out.mkdir(parents=True, exist_ok=True)
@@ -302,12 +349,20 @@ def main() -> None:
     draw_curves(args.suite, report, out / f"{stem}_curves_{args.suite}.png")
     print(suite_markdown(args.suite, report))
     tg = report["targets"]
-    print(json.dumps({
-        "benchmark": "bench_quality", "suite": args.suite, "quick": args.quick,
-        "means": {k: round(v["mean"], 4) for k, v in results.items()},
-        "gain_ok": {k: t["gain_ok"] for k, t in tg.items()}, "gap_ok": {k: t["gap_ok"] for k, t in tg.items()},
-        "ahead_every_seed": {k: t["ahead_every_seed"] for k, t in tg.items()}, "wall_s": round(wall, 1),
-    }))
+    print(
+        json.dumps(
+            {
+                "benchmark": "bench_quality",
+                "suite": args.suite,
+                "quick": args.quick,
+                "means": {k: round(v["mean"], 4) for k, v in results.items()},
+                "gain_ok": {k: t["gain_ok"] for k, t in tg.items()},
+                "gap_ok": {k: t["gap_ok"] for k, t in tg.items()},
+                "ahead_every_seed": {k: t["ahead_every_seed"] for k, t in tg.items()},
+                "wall_s": round(wall, 1),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

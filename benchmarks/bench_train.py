@@ -26,8 +26,18 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
 os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
 
-KEYS = ("images_per_s", "step_s", "time/data_wait_s", "time/forward_s", "time/backward_s", "time/u2pl_extra_s",
-        "time/allgather_s", "time/sup_loss_s", "time/ema_s", "time/checkpoint_s")
+KEYS = (
+    "images_per_s",
+    "step_s",
+    "time/data_wait_s",
+    "time/forward_s",
+    "time/backward_s",
+    "time/u2pl_extra_s",
+    "time/allgather_s",
+    "time/sup_loss_s",
+    "time/ema_s",
+    "time/checkpoint_s",
+)
 
 
 def measure(config: str, workers: int, iters: int, gpu: bool, storage: str, cache: str | None) -> dict:
@@ -37,10 +47,17 @@ def measure(config: str, workers: int, iters: int, gpu: bool, storage: str, cach
 
     every = max(1, iters // 3)
     overrides = [
-        f"scaling.num_workers={workers}", f"scaling.use_gpu={str(gpu).lower()}", "method.sup_only_epochs=0",
-        "schedule.epochs=1", f"schedule.iters_per_epoch={iters}", "eval.every_epochs=0",
-        f"storage.checkpoint_every_iters={every}", f"report_every_iters={every}", "step_timing=on",
-        f"storage.name=bench-{workers}w", "tensorboard=false",
+        f"scaling.num_workers={workers}",
+        f"scaling.use_gpu={str(gpu).lower()}",
+        "method.sup_only_epochs=0",
+        "schedule.epochs=1",
+        f"schedule.iters_per_epoch={iters}",
+        "eval.every_epochs=0",
+        f"storage.checkpoint_every_iters={every}",
+        f"report_every_iters={every}",
+        "step_timing=on",
+        f"storage.name=bench-{workers}w",
+        "tensorboard=false",
     ]
     if not gpu:
         overrides.append(f"scaling.cpus_per_worker={0.5 if workers > 1 else 1}")
@@ -56,8 +73,14 @@ def measure(config: str, workers: int, iters: int, gpu: bool, storage: str, cach
     newest = sorted(p for p in run.glob("checkpoint_*") if p.is_dir())[-1]
     metrics = json.loads((newest / "meta.json").read_text())["metrics"]
     out = {k.removeprefix("time/"): round(float(metrics[k]), 4) for k in KEYS if k in metrics}
-    out.update(workers=workers, iterations=iters, wall_s=round(wall, 1),
-               global_batch=cfg.data.batch_size * 2 * workers, crop=cfg.data.crop_size, backbone=cfg.model.backbone)
+    out.update(
+        workers=workers,
+        iterations=iters,
+        wall_s=round(wall, 1),
+        global_batch=cfg.data.batch_size * 2 * workers,
+        crop=cfg.data.crop_size,
+        backbone=cfg.model.backbone,
+    )
     return out
 
 
@@ -80,10 +103,18 @@ def main() -> None:
             print(f"{workers} worker(s): {results[f'workers_{workers}']}", flush=True)
     ray.shutdown()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
-    print(json.dumps({
-        "benchmark": "bench_train", **results, "machine": f"{platform.machine()} {os.cpu_count()} cores",
-        "load_avg_1m": load, "config": Path(args.config).name, "gpu": args.gpu,
-    }))
+    print(
+        json.dumps(
+            {
+                "benchmark": "bench_train",
+                **results,
+                "machine": f"{platform.machine()} {os.cpu_count()} cores",
+                "load_avg_1m": load,
+                "config": Path(args.config).name,
+                "gpu": args.gpu,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

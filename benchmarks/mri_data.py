@@ -109,9 +109,26 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     counts = build(out, Path(args.templates))
     print(f"{counts['left']} training slices (left hemisphere), {counts['right']} validation slices (right)")
-    return convert(["folder", "--root", str(out), "--classes", str(out / "classes.txt"), "--val-list",
-                    str(out / "val.txt"), "--fraction", "1_16", "--fraction", "full", "--name", "inia19",
-                    "--out", args.shards or str(out / "shards"), "--overwrite"])
+    return convert(
+        [
+            "folder",
+            "--root",
+            str(out),
+            "--classes",
+            str(out / "classes.txt"),
+            "--val-list",
+            str(out / "val.txt"),
+            "--fraction",
+            "1_16",
+            "--fraction",
+            "full",
+            "--name",
+            "inia19",
+            "--out",
+            args.shards or str(out / "shards"),
+            "--overwrite",
+        ]
+    )
 
 
 if __name__ == "__main__":

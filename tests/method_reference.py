@@ -56,8 +56,25 @@ def enqueue_reference(queue: list[torch.Tensor], keys: torch.Tensor, size: int) 
 
 
 def official_contrastive_reference(
-    rep, label_l, label_u, prob_l, prob_u, low_mask, high_mask, memobank, queue_size, rep_teacher, *,
-    low_rank, high_rank, anchor_threshold, negative_threshold, num_queries, num_negatives, temperature, sampler,
+    rep,
+    label_l,
+    label_u,
+    prob_l,
+    prob_u,
+    low_mask,
+    high_mask,
+    memobank,
+    queue_size,
+    rep_teacher,
+    *,
+    low_rank,
+    high_rank,
+    anchor_threshold,
+    negative_threshold,
+    num_queries,
+    num_negatives,
+    temperature,
+    sampler,
 ):
     """§5.2, line by line: per-class lists for every class, loss loop over positions of valid_classes."""
     num_classes = label_l.shape[1]
@@ -106,8 +123,24 @@ def official_contrastive_reference(
 
 
 def paper_contrastive_reference(
-    rep, label_l, label_u, prob_t, entropy_u, alpha, memobank, queue_size, rep_teacher, *,
-    low_rank, high_rank, anchor_threshold, negative_threshold, num_queries, num_negatives, temperature, sampler,
+    rep,
+    label_l,
+    label_u,
+    prob_t,
+    entropy_u,
+    alpha,
+    memobank,
+    queue_size,
+    rep_teacher,
+    *,
+    low_rank,
+    high_rank,
+    anchor_threshold,
+    negative_threshold,
+    num_queries,
+    num_negatives,
+    temperature,
+    sampler,
 ):
     """Paper variant (VARIANTS.md) with explicit per-class, per-pixel loops at h x w.
 

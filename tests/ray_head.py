@@ -33,8 +33,9 @@ class RayHead:
 
     def run(self, *args: str, timeout: float = 300, cwd: str | None = None) -> subprocess.CompletedProcess:
         """A `ray ...` client command against this head."""
-        return subprocess.run([str(BIN / "ray"), *args], env=self.env, cwd=cwd, capture_output=True, text=True,
-                              timeout=timeout)
+        return subprocess.run(
+            [str(BIN / "ray"), *args], env=self.env, cwd=cwd, capture_output=True, text=True, timeout=timeout
+        )
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -55,11 +56,24 @@ def start_head(tmp: Path, extra_env: dict[str, str] | None = None, num_cpus: int
     env.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     port, dash = free_port(), free_port()
     log = tmp / "ray-head.log"
-    cmd = [str(BIN / "ray"), "start", "--head", "--block", f"--port={port}", "--node-ip-address=127.0.0.1",
-           "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", f"--num-cpus={num_cpus}",
-           "--object-store-memory=1000000000", f"--temp-dir={tmp / 'ray'}", "--disable-usage-stats",
-           f"--ray-client-server-port={free_port()}", f"--dashboard-agent-listen-port={free_port()}",
-           f"--metrics-export-port={free_port()}", f"--runtime-env-agent-port={free_port()}"]
+    cmd = [
+        str(BIN / "ray"),
+        "start",
+        "--head",
+        "--block",
+        f"--port={port}",
+        "--node-ip-address=127.0.0.1",
+        "--dashboard-host=127.0.0.1",
+        f"--dashboard-port={dash}",
+        f"--num-cpus={num_cpus}",
+        "--object-store-memory=1000000000",
+        f"--temp-dir={tmp / 'ray'}",
+        "--disable-usage-stats",
+        f"--ray-client-server-port={free_port()}",
+        f"--dashboard-agent-listen-port={free_port()}",
+        f"--metrics-export-port={free_port()}",
+        f"--runtime-env-agent-port={free_port()}",
+    ]
     with open(log, "w") as out:
         proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{dash}"

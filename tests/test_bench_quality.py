@@ -17,12 +17,27 @@ _spec.loader.exec_module(bq)
 
 # A few seconds of training: the tiny backbone on 32 px images, 2 x 2 iterations.
 TINY = [
-    "model.backbone=tiny", "model.pretrained=null", "model.output_stride=8", "model.aspp_dilations=[1,2,3]",
-    "model.decoder_channels=16", "model.low_level_channels=8", "model.rep_dim=16", "data.batch_size=2",
-    "data.crop_size=32", "data.synthetic.num_train=48", "data.synthetic.num_val=8",
-    "data.synthetic.image_size=32", "data.synthetic.shard_rows=16", "method.num_queries=8",
-    "method.num_negatives=4", "method.bank_size_class0=100", "method.bank_size=50", "schedule.epochs=2",
-    "schedule.iters_per_epoch=2", "eval.every_epochs=2", "report_every_iters=2",
+    "model.backbone=tiny",
+    "model.pretrained=null",
+    "model.output_stride=8",
+    "model.aspp_dilations=[1,2,3]",
+    "model.decoder_channels=16",
+    "model.low_level_channels=8",
+    "model.rep_dim=16",
+    "data.batch_size=2",
+    "data.crop_size=32",
+    "data.synthetic.num_train=48",
+    "data.synthetic.num_val=8",
+    "data.synthetic.image_size=32",
+    "data.synthetic.shard_rows=16",
+    "method.num_queries=8",
+    "method.num_negatives=4",
+    "method.bank_size_class0=100",
+    "method.bank_size=50",
+    "schedule.epochs=2",
+    "schedule.iters_per_epoch=2",
+    "eval.every_epochs=2",
+    "report_every_iters=2",
 ]
 
 
@@ -66,9 +81,17 @@ def test_main_writes_json_markdown_and_one_json_line(tmp_path, monkeypatch, caps
     fake = {"sup_1_16": 0.30, "u2pl_official_1_16": 0.37, "sup_full": 0.45}
     monkeypatch.setattr(ray, "init", lambda *a, **k: None)
     monkeypatch.setattr(ray, "shutdown", lambda: None)
-    monkeypatch.setattr(bq, "run_one", lambda configs, setting, seed, overrides, storage: {
-        "seed": seed, "miou": fake[setting] + 0.01 * seed, "student_last": None, "iterations": 160,
-        "curve": [[80, fake[setting] - 0.1, None, None], [160, fake[setting] + 0.01 * seed, None, None]]})
+    monkeypatch.setattr(
+        bq,
+        "run_one",
+        lambda configs, setting, seed, overrides, storage: {
+            "seed": seed,
+            "miou": fake[setting] + 0.01 * seed,
+            "student_last": None,
+            "iterations": 160,
+            "curve": [[80, fake[setting] - 0.1, None, None], [160, fake[setting] + 0.01 * seed, None, None]],
+        },
+    )
     monkeypatch.setattr("sys.argv", ["bench_quality.py", "--quick", "--seeds", "0", "1", "--out", str(tmp_path)])
     bq.main()
     lines = capsys.readouterr().out.strip().splitlines()
@@ -93,8 +116,9 @@ def test_one_real_run_reads_its_summary(tmp_path):
 
     ray.init(address="local", num_cpus=2, object_store_memory=1 << 30, log_to_driver=False)
     try:
-        out = bq.run_one(bq.CONFIGS, "u2pl_official_1_16", 3, [*TINY, f"data.cache_dir={tmp_path / 'cache'}"],
-                         str(tmp_path / "runs"))
+        out = bq.run_one(
+            bq.CONFIGS, "u2pl_official_1_16", 3, [*TINY, f"data.cache_dir={tmp_path / 'cache'}"], str(tmp_path / "runs")
+        )
     finally:
         ray.shutdown()
     assert out["seed"] == 3 and out["iterations"] == 4
@@ -117,13 +141,16 @@ def test_each_setting_and_seed_is_saved_and_reused_until_its_key_changes(tmp_pat
     assert other["miou"] == pytest.approx(0.6) and len(calls) == 2
     key = lambda *a: bq.run_key(bq.CONFIGS, *a)  # noqa: E731
     assert key("sup_1_16", 0, [], "synthetic:procedural") != key("sup_1_16", 1, [], "synthetic:procedural")
-    assert key("sup_1_16", 0, [], "synthetic:procedural") != key("sup_1_16", 0, ["schedule.epochs=2"], "synthetic:procedural")
+    assert key("sup_1_16", 0, [], "synthetic:procedural") != key(
+        "sup_1_16", 0, ["schedule.epochs=2"], "synthetic:procedural"
+    )
     # the same setting on other data (Fashion-MNIST installed since) is not the same result
     assert key("sup_1_16", 0, [], "synthetic:procedural") != key("sup_1_16", 0, [], "synthetic:fashion_mnist")
     assert bq.data_identity(bq.CONFIGS, "sup_1_16", []).startswith("synthetic:")
 
 
 def test_plateau_is_the_step_between_the_last_two_validations():
-    assert bq.plateau({"curve": [[100, 0.40, None, None], [200, 0.52, None, None], [300, 0.515, None, None]]}) \
-        == pytest.approx(0.005)
+    assert bq.plateau(
+        {"curve": [[100, 0.40, None, None], [200, 0.52, None, None], [300, 0.515, None, None]]}
+    ) == pytest.approx(0.005)
     assert bq.plateau({"curve": [[100, 0.40, None, None]]}) is None

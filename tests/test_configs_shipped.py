@@ -17,7 +17,12 @@ def test_config_loads(path):
 def test_voc_settings_are_the_official_ones():
     for name in ("u2pl_r101-os8_4xb4-80e_voc-classic-513.yaml", "u2pl_r101-os8_4xb4-80e_voc-blender-513.yaml"):
         cfg = load_config(CONFIGS / name)
-        assert (cfg.scaling.num_workers, cfg.data.batch_size, cfg.schedule.epochs, cfg.data.crop_size) == (4, 4, 80, 513)
+        assert (cfg.scaling.num_workers, cfg.data.batch_size, cfg.schedule.epochs, cfg.data.crop_size) == (
+            4,
+            4,
+            80,
+            513,
+        )
         assert (cfg.optim.lr, cfg.optim.head_lr_mult, cfg.optim.weight_decay) == (0.001, 10, 1e-4)
         assert (cfg.method.sup_only_epochs, cfg.method.criterion, cfg.model.aux_head) == (1, "ce", False)
         assert cfg.method.contra_grad_scale == 0.25 and cfg.method.variant == "official"
@@ -43,7 +48,11 @@ def test_unimatch_settings_are_the_official_ones():
     city = load_config(CONFIGS / "unimatch_r101-os16_4xb2-240e_cityscapes-801.yaml")
     for cfg in (voc, city):
         assert cfg.method.name == "unimatch" and cfg.method.fp_dropout == 0.5
-        assert (cfg.model.output_stride, cfg.model.aspp_dilations, cfg.model.low_level_channels) == (16, [6, 12, 18], 48)
+        assert (cfg.model.output_stride, cfg.model.aspp_dilations, cfg.model.low_level_channels) == (
+            16,
+            [6, 12, 18],
+            48,
+        )
         assert not cfg.model.rep_head and not cfg.model.aux_head
         assert (cfg.optim.kind, cfg.optim.momentum, cfg.optim.weight_decay) == ("sgd", 0.9, 1e-4)
         assert (cfg.scaling.num_workers, cfg.data.batch_size) == (4, 2)

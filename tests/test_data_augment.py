@@ -20,7 +20,7 @@ def reference(image: torch.Tensor, mask: torch.Tensor, p: AugParams, aug: WeakAu
     border = (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2)
     img = torch.stack([F.pad(img[k], border, value=float(aug.pad_rgb[k])) for k in range(3)])
     msk = F.pad(msk, border, value=float(aug.label_pad))
-    return img[:, p.top:p.top + c, p.left:p.left + c], msk[p.top:p.top + c, p.left:p.left + c]
+    return img[:, p.top : p.top + c, p.left : p.left + c], msk[p.top : p.top + c, p.left : p.left + c]
 
 
 def test_hand_computed_pad_and_crop_without_resize():

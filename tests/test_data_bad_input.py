@@ -36,15 +36,23 @@ def good(i: int, h: int = 10, w: int = 12) -> Sample:
 
 
 BAD = {
-    "corrupt-image": (lambda: Sample("bad", b"\xff\xd8\xff not really a jpeg", good(0).mask, 10, 12),
-                      "image does not decode"),
+    "corrupt-image": (
+        lambda: Sample("bad", b"\xff\xd8\xff not really a jpeg", good(0).mask, 10, 12),
+        "image does not decode",
+    ),
     "corrupt-mask": (lambda: Sample("bad", good(0).image, b"\x89PNG\r\n\x1a\n broken", 10, 12), "mask does not decode"),
-    "size-mismatch": (lambda: Sample("bad", good(0).image, encode_png(np.zeros((8, 12), np.uint8)), 10, 12),
-                      "mask is 8x12 but the image is 10x12"),
-    "class-out-of-range": (lambda: Sample("bad", good(0).image, encode_png(np.full((10, 12), 9, np.uint8)), 10, 12),
-                           "class ids [9] outside 0..2 (ignore = 255)"),
-    "rgb-mask": (lambda: Sample("bad", good(0).image, encode_png(np.zeros((10, 12, 3), np.uint8)), 10, 12),
-                 "single-channel 8-bit PNG"),
+    "size-mismatch": (
+        lambda: Sample("bad", good(0).image, encode_png(np.zeros((8, 12), np.uint8)), 10, 12),
+        "mask is 8x12 but the image is 10x12",
+    ),
+    "class-out-of-range": (
+        lambda: Sample("bad", good(0).image, encode_png(np.full((10, 12), 9, np.uint8)), 10, 12),
+        "class ids [9] outside 0..2 (ignore = 255)",
+    ),
+    "rgb-mask": (
+        lambda: Sample("bad", good(0).image, encode_png(np.zeros((10, 12, 3), np.uint8)), 10, 12),
+        "single-channel 8-bit PNG",
+    ),
 }
 
 
@@ -72,14 +80,33 @@ def stream_items(cfg, info, decode: str):
     cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"decode": decode})})
     spec = RowSpec.from_config(cfg.data, info.num_classes, seed=0, labeled=True)
     segments = [json.dumps({"paths": [s.path], "rows": [s.rows]}) for s in info.labeled.shards]
-    batches = (out for seg in segments
-               for out in read_segments({"segment": np.array([seg], dtype=object)}, info.root,
-                                        role_columns("labeled"), spec if decode == "ray" else None, 0, 0))
-    batches = (b if isinstance(b, dict) else {c: b.column(c).to_numpy(zero_copy_only=False) for c in b.column_names}
-               for b in batches)
+    batches = (
+        out
+        for seg in segments
+        for out in read_segments(
+            {"segment": np.array([seg], dtype=object)},
+            info.root,
+            role_columns("labeled"),
+            spec if decode == "ray" else None,
+            0,
+            0,
+        )
+    )
+    batches = (
+        b if isinstance(b, dict) else {c: b.column(c).to_numpy(zero_copy_only=False) for c in b.column_names}
+        for b in batches
+    )
     counters = Counters()
-    items = items_from_batches(batches, spec, epoch=0, stream=0, on_bad_sample=cfg.data.on_bad_sample,
-                               counters=counters, pool=None, position_base=0)
+    items = items_from_batches(
+        batches,
+        spec,
+        epoch=0,
+        stream=0,
+        on_bad_sample=cfg.data.on_bad_sample,
+        counters=counters,
+        pool=None,
+        position_base=0,
+    )
     return items, counters
 
 

@@ -67,8 +67,9 @@ def test_voc_tree_with_official_split_lists(tmp_path):
     (split / "labeled.txt").write_text(f"{ids[0]}\nJPEGImages/{ids[1]}.jpg SegmentationClassAug/{ids[1]}.png\n")
     (split / "unlabeled.txt").write_text("\n".join(ids[2:5]) + "\n")
     out = tmp_path / "out"
-    assert convert_main(["voc", "--root", str(voc), "--split", f"2={split}", "--out", str(out),
-                         "--shard-rows", "2"]) == 0
+    assert (
+        convert_main(["voc", "--root", str(voc), "--split", f"2={split}", "--out", str(out), "--shard-rows", "2"]) == 0
+    )
     manifest = json.loads((out / "manifest.json").read_text())
     assert [c["name"] for c in manifest["classes"]][:3] == ["background", "aeroplane", "bicycle"]
     assert manifest["splits"]["2"]["labeled"]["rows"] == 2 and manifest["splits"]["2"]["unlabeled"]["rows"] == 3
@@ -129,8 +130,12 @@ def test_cityscapes_train_ids_from_either_label_file(tmp_path, kind):
     (split / "labeled.txt").write_text("leftImg8bit/train/aachen/aachen_000000_000002_leftImg8bit.png\n")
     (split / "unlabeled.txt").write_text("")
     out = tmp_path / "out"
-    assert convert_main(["cityscapes", "--root", str(root), "--split", f"1={split}", "--fraction", "1_2",
-                         "--out", str(out)]) == 0
+    assert (
+        convert_main(
+            ["cityscapes", "--root", str(root), "--split", f"1={split}", "--fraction", "1_2", "--out", str(out)]
+        )
+        == 0
+    )
     manifest = json.loads((out / "manifest.json").read_text())
     assert len(manifest["classes"]) == 19 and manifest["classes"][13]["name"] == "car"
     assert manifest["source"]["labels"] == ("labelIds" if kind == "labelIds" else "trainIds")
@@ -167,9 +172,28 @@ def test_folder_with_fractions_and_unmasked_images(tmp_path, rgb_masks):
     root = _folder(tmp_path, rgb_masks)
     (tmp_path / "val.txt").write_text("d\n")
     out = tmp_path / "out"
-    assert convert_main(["folder", "--root", str(root), "--classes", str(tmp_path / "classes.txt"),
-                         "--fraction", "1_3", "--fraction", "full", "--val-list", str(tmp_path / "val.txt"),
-                         "--out", str(out), "--name", "mine"]) == 0
+    assert (
+        convert_main(
+            [
+                "folder",
+                "--root",
+                str(root),
+                "--classes",
+                str(tmp_path / "classes.txt"),
+                "--fraction",
+                "1_3",
+                "--fraction",
+                "full",
+                "--val-list",
+                str(tmp_path / "val.txt"),
+                "--out",
+                str(out),
+                "--name",
+                "mine",
+            ]
+        )
+        == 0
+    )
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["name"] == "mine" and [c["color"] for c in manifest["classes"]][1] == [200, 10, 10]
     full_lab = rows_of(out, "splits/full/labeled")
@@ -188,17 +212,51 @@ def test_folder_with_fractions_and_unmasked_images(tmp_path, rgb_masks):
 def test_folder_rejects_masks_with_unknown_classes(tmp_path, capsys):
     root = _folder(tmp_path)
     save_mask(root / "masks" / "b.png", np.full((12, 14), 7, dtype=np.uint8))
-    code = convert_main(["folder", "--root", str(root), "--classes", str(tmp_path / "classes.txt"),
-                         "--fraction", "full", "--out", str(tmp_path / "o"), "--val-fraction", "0"])
+    code = convert_main(
+        [
+            "folder",
+            "--root",
+            str(root),
+            "--classes",
+            str(tmp_path / "classes.txt"),
+            "--fraction",
+            "full",
+            "--out",
+            str(tmp_path / "o"),
+            "--val-fraction",
+            "0",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "b.png" in err and "[7]" in err and "outside 0..2" in err
 
 
 def test_synthetic_cli_writes_nested_splits(tmp_path):
     out = tmp_path / "syn"
-    assert convert_main(["synthetic", "--out", str(out), "--num-train", "32", "--num-val", "4", "--image-size", "32",
-                         "--labeled-fractions", "1_8", "1_2", "full", "--object-source", "procedural",
-                         "--shard-rows", "8"]) == 0
+    assert (
+        convert_main(
+            [
+                "synthetic",
+                "--out",
+                str(out),
+                "--num-train",
+                "32",
+                "--num-val",
+                "4",
+                "--image-size",
+                "32",
+                "--labeled-fractions",
+                "1_8",
+                "1_2",
+                "full",
+                "--object-source",
+                "procedural",
+                "--shard-rows",
+                "8",
+            ]
+        )
+        == 0
+    )
     manifest = json.loads((out / "manifest.json").read_text())
     counts = {s: (p["labeled"]["rows"], p["unlabeled"]["rows"]) for s, p in manifest["splits"].items()}
     assert counts == {"1_8": (4, 28), "1_2": (16, 16), "full": (32, 0)}

@@ -18,9 +18,17 @@ def part(*rows: int) -> PartInfo:
 
 
 def info(labeled: int, unlabeled: int) -> DatasetInfo:
-    return DatasetInfo(root="/data/x", name="x", split="1_16", class_names=("a", "b"),
-                       class_colors=((0, 0, 0), (1, 1, 1)), ignore_index=255, labeled=part(labeled),
-                       unlabeled=part(unlabeled) if unlabeled else PartInfo(), val=part(8))
+    return DatasetInfo(
+        root="/data/x",
+        name="x",
+        split="1_16",
+        class_names=("a", "b"),
+        class_colors=((0, 0, 0), (1, 1, 1)),
+        ignore_index=255,
+        labeled=part(labeled),
+        unlabeled=part(unlabeled) if unlabeled else PartInfo(),
+        val=part(8),
+    )
 
 
 class DataCfg:
@@ -44,7 +52,10 @@ def test_the_labelled_stream_of_u2pl_keeps_the_spec_resampling_and_covers_a_long
 
 
 def test_u2pl_on_a_split_without_unlabelled_images_is_refused_by_name():
-    with pytest.raises(DataError, match=r"split '1_16' of /data/x has no unlabelled images .*method.name=u2pl needs some.*method.name=supervised"):
+    with pytest.raises(
+        DataError,
+        match=r"split '1_16' of /data/x has no unlabelled images .*method.name=u2pl needs some.*method.name=supervised",
+    ):
         iters_per_epoch(info(40, 0), DataCfg(), 1)
     with pytest.raises(DataError, match="no unlabelled images"):
         iters_per_epoch(info(40, 0), DataCfg(), 1, fixed=60)
@@ -77,8 +88,16 @@ def test_train_refuses_u2pl_on_a_fully_labelled_split_before_starting_anything(t
     from u2pl_ray.train import main
 
     tiny = Path(__file__).resolve().parent.parent / "configs" / "tiny.yaml"
-    rc = main(["--config", str(tiny), f"--set=data.cache_dir={tmp_path}", "--set=data.split=full",
-               "--set=data.synthetic.labeled_fractions=[full]", f"--set=storage.path={tmp_path / 'runs'}"])
+    rc = main(
+        [
+            "--config",
+            str(tiny),
+            f"--set=data.cache_dir={tmp_path}",
+            "--set=data.split=full",
+            "--set=data.synthetic.labeled_fractions=[full]",
+            f"--set=storage.path={tmp_path / 'runs'}",
+        ]
+    )
     assert rc == 2
     err = capsys.readouterr().err
     assert "split 'full' of" in err and "has no unlabelled images" in err and "method.name=supervised" in err

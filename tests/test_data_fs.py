@@ -29,7 +29,8 @@ def test_redact_hides_user_info_and_secret_query_values():
 def test_join_uri_keeps_client_options_last():
     base = "s3://b/data?endpoint_override=127.0.0.1:9000&scheme=http"
     assert join_uri(base, "val", "part-00000.parquet") == (
-        "s3://b/data/val/part-00000.parquet?endpoint_override=127.0.0.1:9000&scheme=http")
+        "s3://b/data/val/part-00000.parquet?endpoint_override=127.0.0.1:9000&scheme=http"
+    )
     assert join_uri("/tmp/x", "a/", "/b") == "/tmp/x/a/b"
 
 
@@ -53,8 +54,9 @@ def test_failed_local_write_keeps_the_old_file(tmp_path):
     assert os.listdir(tmp_path) == ["f.bin"]
 
 
-@pytest.mark.parametrize("uri", ["s3://AKIA:secret@bucket/x", "s3://bucket/x?secret_key=abc",
-                                 "s3://bucket/x?access_key=AKIA&secret_key=abc"])
+@pytest.mark.parametrize(
+    "uri", ["s3://AKIA:secret@bucket/x", "s3://bucket/x?secret_key=abc", "s3://bucket/x?access_key=AKIA&secret_key=abc"]
+)
 def test_credentials_in_uris_are_refused_without_echoing_them(uri):
     with pytest.raises(DataError, match="credentials in a URI are refused") as info:
         resolve_filesystem(uri)
@@ -132,8 +134,10 @@ def test_server_stop_and_start_keep_the_same_endpoint_and_data(s3_env):
 def test_a_port_with_403_in_it_is_not_access_denied():
     from u2pl_ray.data.fs import storage_error
 
-    unreachable = OSError("AWS Error NETWORK_CONNECTION during HeadObject operation: curlCode: 7, Could not connect "
-                          "to server; Details: Failed to connect to 127.0.0.1:40371 after 0 ms")
+    unreachable = OSError(
+        "AWS Error NETWORK_CONNECTION during HeadObject operation: curlCode: 7, Could not connect "
+        "to server; Details: Failed to connect to 127.0.0.1:40371 after 0 ms"
+    )
     assert "endpoint unreachable" in str(storage_error(unreachable, "s3://b/k", "read"))
     denied = OSError("AWS Error ACCESS_DENIED during HeadObject operation: HTTP response code 403")
     assert "access denied" in str(storage_error(denied, "s3://b/k", "read"))

@@ -70,4 +70,3 @@ def test_labelled_resampling_balances_repeats():
     entries = flatten(small, plan_segments(small, 0, 0, 0, 0, 18, 64))  # 18 = N_u, 4 labelled rows
     counts = [sum(1 for f, r, _ in entries if r == row) for row in range(4)]
     assert sorted(counts) == [4, 4, 5, 5]  # ceil(18/4) = 5 passes' worth, sampled to 18
-

@@ -41,9 +41,29 @@ def ray_s3(s3_server, tmp_path_factory):
     os.environ.update(env)
     s3_server.make_bucket("stream-test")
     root = s3_server.uri("stream-test", "synthetic")
-    assert convert_main(["synthetic", "--out", root, "--num-train", "96", "--num-val", "8", "--image-size", "40",
-                         "--labeled-fractions", SPLIT, "--object-source", "procedural", "--shard-rows", "16",
-                         "--overwrite"]) == 0
+    assert (
+        convert_main(
+            [
+                "synthetic",
+                "--out",
+                root,
+                "--num-train",
+                "96",
+                "--num-val",
+                "8",
+                "--image-size",
+                "40",
+                "--labeled-fractions",
+                SPLIT,
+                "--object-source",
+                "procedural",
+                "--shard-rows",
+                "16",
+                "--overwrite",
+            ]
+        )
+        == 0
+    )
     ray.init(address="local", num_cpus=2, object_store_memory=1 << 30, log_to_driver=False)
     try:
         yield root, tmp_path_factory.mktemp("stream")
@@ -57,8 +77,17 @@ def ray_s3(s3_server, tmp_path_factory):
 
 
 def config(root: str, *extra: str):
-    return load_config(None, [f"data.root={root}", f"data.split='{SPLIT}'", "data.crop_size=32",
-                              "data.batch_size=4", "data.shuffle_buffer=16", *extra])
+    return load_config(
+        None,
+        [
+            f"data.root={root}",
+            f"data.split='{SPLIT}'",
+            "data.crop_size=32",
+            "data.batch_size=4",
+            "data.shuffle_buffer=16",
+            *extra,
+        ],
+    )
 
 
 def digest(batch) -> str:
@@ -79,9 +108,16 @@ def _loop(loop_config):
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
 
     def stream(cfg):
-        return TrainStream(cfg.data, labeled=ray.train.get_dataset_shard("labeled"),
-                           unlabeled=ray.train.get_dataset_shard("unlabeled"), rank=rank, world_size=world,
-                           seed=cfg.seed, iters_per_epoch=loop_config["n"], info=loop_config["info"])
+        return TrainStream(
+            cfg.data,
+            labeled=ray.train.get_dataset_shard("labeled"),
+            unlabeled=ray.train.get_dataset_shard("unlabeled"),
+            rank=rank,
+            world_size=world,
+            seed=cfg.seed,
+            iters_per_epoch=loop_config["n"],
+            info=loop_config["info"],
+        )
 
     out = {"rank": rank}
     plain = stream(build_config(loop_config["plain"]))
@@ -89,7 +125,8 @@ def _loop(loop_config):
         batches = list(plain.epoch(epoch))
         b = batches[0]
         out[f"epoch{epoch}"] = {
-            "count": len(batches), "ids_l": [i for x in batches for i in x.ids_l],
+            "count": len(batches),
+            "ids_l": [i for x in batches for i in x.ids_l],
             "ids_u": [i for x in batches for i in x.ids_u],
             "shapes": [list(b.image_l.shape), list(b.label_l.shape), list(b.image_u.shape)],
             "dtypes": [str(b.image_l.dtype), str(b.label_l.dtype), str(b.image_u.dtype)],
@@ -128,10 +165,16 @@ def two_workers(ray_s3):
     deterministic = config(root, "data.deterministic=true", "data.decode=ray")
     info = load_dataset_info(plain.data)
     n = iters_per_epoch(info, plain.data, 2)
-    loop_config = {"plain": config_to_dict(plain), "deterministic": config_to_dict(deterministic), "n": n,
-                   "info": info, "out": str(tmp)}
+    loop_config = {
+        "plain": config_to_dict(plain),
+        "deterministic": config_to_dict(deterministic),
+        "n": n,
+        "info": info,
+        "out": str(tmp),
+    }
     trainer = TorchTrainer(
-        _loop, train_loop_config=loop_config,
+        _loop,
+        train_loop_config=loop_config,
         scaling_config=ScalingConfig(num_workers=2, resources_per_worker={"CPU": 0.5}),
         datasets=build_train_datasets(plain.data, info, iters_per_epoch=n, world_size=2),
         dataset_config=train_dataset_config(plain.data),
@@ -182,9 +225,16 @@ def test_deterministic_batches_do_not_depend_on_where_decoding_runs(ray_s3):
         n = iters_per_epoch(info, cfg.data, 1)
         # given for the API; deterministic mode reads its plan
         datasets = build_train_datasets(cfg.data, info, iters_per_epoch=n, world_size=1)
-        stream = TrainStream(cfg.data, labeled=datasets["labeled"].iterator(),
-                             unlabeled=datasets["unlabeled"].iterator(), rank=0, world_size=1, seed=5,
-                             iters_per_epoch=n, info=info)
+        stream = TrainStream(
+            cfg.data,
+            labeled=datasets["labeled"].iterator(),
+            unlabeled=datasets["unlabeled"].iterator(),
+            rank=0,
+            world_size=1,
+            seed=5,
+            iters_per_epoch=n,
+            info=info,
+        )
         runs[decode] = [digest(b) for b in stream.epoch(0)]
         assert len(runs[decode]) == n
     assert runs["worker"] == runs["ray"]
@@ -207,8 +257,9 @@ def test_bad_rows_through_ray_raise_or_are_counted(ray_s3, decode):
         cfg = config(bad_root, f"data.decode={decode}", f"data.on_bad_sample={policy}")
         info = load_dataset_info(cfg.data)
         datasets = build_train_datasets(cfg.data, info, needs_unlabeled=False, iters_per_epoch=2, world_size=1)
-        stream = TrainStream(cfg.data, labeled=datasets["labeled"].iterator(), rank=0, world_size=1, seed=0,
-                             iters_per_epoch=2, info=info)
+        stream = TrainStream(
+            cfg.data, labeled=datasets["labeled"].iterator(), rank=0, world_size=1, seed=0, iters_per_epoch=2, info=info
+        )
         if policy == "error":
             with pytest.raises(BadSampleError, match=r"shard .*part-00000\.parquet row id 'broken'.*does not decode"):
                 list(stream.epoch(0))
@@ -227,8 +278,9 @@ def test_a_supervised_epoch_longer_than_the_labelled_set_cycles_through_it(ray_s
     info = load_dataset_info(cfg.data)
     n = iters_per_epoch(info, cfg.data, 1, needs_unlabeled=False, fixed=18)
     datasets = build_train_datasets(cfg.data, info, needs_unlabeled=False, iters_per_epoch=n, world_size=1)
-    stream = TrainStream(cfg.data, labeled=datasets["labeled"].iterator(), rank=0, world_size=1, seed=3,
-                         iters_per_epoch=n, info=info)
+    stream = TrainStream(
+        cfg.data, labeled=datasets["labeled"].iterator(), rank=0, world_size=1, seed=3, iters_per_epoch=n, info=info
+    )
     batches = list(stream.epoch(0))
     assert len(batches) == 18
     ids = [i for b in batches for i in b.ids_l]

@@ -15,8 +15,9 @@ from u2pl_ray.data.synthetic import render_image, synthetic_key
 from u2pl_ray.data.synthetic.backgrounds import TRAIN_IMAGES, VAL_IMAGES, Backgrounds
 from u2pl_ray.data.synthetic.objects import FashionMNISTObjects, ProceduralObjects, object_source
 
-TINY = dict(num_train=24, num_val=6, image_size=32, labeled_fractions=["1_4", "full"], object_source="procedural",
-            shard_rows=16)
+TINY = dict(
+    num_train=24, num_val=6, image_size=32, labeled_fractions=["1_4", "full"], object_source="procedural", shard_rows=16
+)
 
 
 def test_images_are_a_pure_function_of_seed_split_and_index():
@@ -81,8 +82,9 @@ def test_fashion_mnist_objects_come_from_train_file_for_train_and_t10k_for_val(t
     centre = slice(12, 16)
     assert a_train[centre, centre].mean() > 0.9  # squares are solid in the middle
     assert a_val.mean() > 0.1  # a ring (holes filled: the silhouette is a disk)
-    cfg = SyntheticConfig(**{**TINY, "object_source": "auto", "fashion_mnist_dir": str(tmp_path),
-                             "num_object_classes": 2})
+    cfg = SyntheticConfig(
+        **{**TINY, "object_source": "auto", "fashion_mnist_dir": str(tmp_path), "num_object_classes": 2}
+    )
     assert synthetic_key(cfg).startswith("synthetic-fashion_mnist-")
     assert synthetic_key(cfg.model_copy(update={"fashion_mnist_dir": "/nowhere"})).startswith("synthetic-procedural-")
 
@@ -127,10 +129,19 @@ def test_the_manifest_and_the_run_say_which_objects_auto_resolved_to(tmp_path):
     from u2pl_ray.data.info import load_dataset_info
     from u2pl_ray.train import describe_data
 
-    cfg = load_config(None, [f"data.cache_dir={tmp_path}", "data.synthetic.object_source=auto",
-                             "data.synthetic.fashion_mnist_dir=/nowhere", "data.synthetic.num_train=24",
-                             "data.synthetic.num_val=6", "data.synthetic.image_size=32",
-                             "data.synthetic.labeled_fractions=['1_4']", "data.split='1_4'"])
+    cfg = load_config(
+        None,
+        [
+            f"data.cache_dir={tmp_path}",
+            "data.synthetic.object_source=auto",
+            "data.synthetic.fashion_mnist_dir=/nowhere",
+            "data.synthetic.num_train=24",
+            "data.synthetic.num_val=6",
+            "data.synthetic.image_size=32",
+            "data.synthetic.labeled_fractions=['1_4']",
+            "data.split='1_4'",
+        ],
+    )
     info = load_dataset_info(cfg.data)
     assert info.source["object_source"] == "procedural"
     line = describe_data(cfg, info)

@@ -25,8 +25,15 @@ def _worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
         buffer_module.running_mean.fill_(rank + 5.0)
         coll.broadcast_buffers_(buffer_module)
         torch.save(
-            {"gathered": gathered, "empty": empty, "none": none, "total": total, "flag": flag,
-             "means": means, "bn": buffer_module.running_mean.clone()},
+            {
+                "gathered": gathered,
+                "empty": empty,
+                "none": none,
+                "total": total,
+                "flag": flag,
+                "means": means,
+                "bn": buffer_module.running_mean.clone(),
+            },
             os.path.join(out_dir, f"rank{rank}.pt"),
         )
     finally:

@@ -70,7 +70,9 @@ def test_flip_and_scales_average_logits():
 def test_modes_return_logits_at_the_evaluated_size():
     model = Strided()
     image, label = torch.randn(1, 3, 30, 45), torch.randint(0, 3, (30, 45))
-    logits, lab = predict_logits(model, image, label, InferenceSpec(mode="center", crop_size=32, label_pad_value=255), 3)
+    logits, lab = predict_logits(
+        model, image, label, InferenceSpec(mode="center", crop_size=32, label_pad_value=255), 3
+    )
     assert logits.shape == (1, 3, 32, 32) and lab.shape == (32, 32)
     assert (lab == 255).sum() == 32 * 32 - 30 * 32  # two padded rows
     logits, lab = predict_logits(model, image, label, InferenceSpec(mode="slide", crop_size=16), 3)

@@ -11,14 +11,37 @@ from u2pl_ray.viz.curves import tensorboard_series
 def test_validation_keeps_the_reports_training_values_in_tensorboard(tmp_path):
     out = io.StringIO()
     printer = ProgressPrinter(total_epochs=2, stream=out, interval_s=0.0, tensorboard_dir=tmp_path)
-    printer.handle([{"kind": "report", "iteration": 10, "epoch": 0, "max_iters": 20, "total": 0.5,
-                     "drop_percent": 92.0}])
+    printer.handle(
+        [{"kind": "report", "iteration": 10, "epoch": 0, "max_iters": 20, "total": 0.5, "drop_percent": 92.0}]
+    )
     # The validation at the same step carries the period's means (here 90, the 88/92 average).
-    printer.handle([{"kind": "validation", "iteration": 10, "epoch": 0, "drop_percent": 90.0,
-                     "val/miou": 0.25, "val/student/miou": 0.25, "best_miou": 0.25}])
+    printer.handle(
+        [
+            {
+                "kind": "validation",
+                "iteration": 10,
+                "epoch": 0,
+                "drop_percent": 90.0,
+                "val/miou": 0.25,
+                "val/student/miou": 0.25,
+                "best_miou": 0.25,
+            }
+        ]
+    )
     # A validation with no report at its step is the only source of that step's training values.
-    printer.handle([{"kind": "validation", "iteration": 15, "epoch": 1, "drop_percent": 96.0,
-                     "val/miou": 0.3, "val/student/miou": 0.3, "best_miou": 0.3}])
+    printer.handle(
+        [
+            {
+                "kind": "validation",
+                "iteration": 15,
+                "epoch": 1,
+                "drop_percent": 96.0,
+                "val/miou": 0.3,
+                "val/student/miou": 0.3,
+                "best_miou": 0.3,
+            }
+        ]
+    )
     printer.close()
 
     series = tensorboard_series(tmp_path)

@@ -38,8 +38,9 @@ def _expected(checkpoint, which, spec):
     matrix = np.zeros((NUM_CLASSES, NUM_CLASSES), dtype=np.int64)
     for i, (h, w) in enumerate(VAL_SIZES):
         image, mask = sample_arrays(i, h, w)
-        x = (torch.from_numpy(image).permute(2, 0, 1)[None].float() - torch.tensor(MEAN).view(1, 3, 1, 1)) \
-            / torch.tensor(STD).view(1, 3, 1, 1)
+        x = (
+            torch.from_numpy(image).permute(2, 0, 1)[None].float() - torch.tensor(MEAN).view(1, 3, 1, 1)
+        ) / torch.tensor(STD).view(1, 3, 1, 1)
         logits, label = predict_logits(model, x, torch.from_numpy(mask).long(), spec, NUM_CLASSES)
         pred, label = logits.argmax(1)[0].numpy(), label.numpy()
         keep = label != 255
@@ -51,8 +52,10 @@ CASES = {
     "center": (["--mode", "center"], InferenceSpec("center", 32, label_pad_value=0)),
     "whole": (["--mode", "whole"], InferenceSpec("whole", 32)),
     "slide": (["--mode", "slide", "--crop-size", "24"], InferenceSpec("slide", 24)),
-    "whole-ms-flip": (["--mode", "whole", "--scales", "0.75", "1.25", "--flip"],
-                      InferenceSpec("whole", 32, scales=(0.75, 1.25), flip=True)),
+    "whole-ms-flip": (
+        ["--mode", "whole", "--scales", "0.75", "1.25", "--flip"],
+        InferenceSpec("whole", 32, scales=(0.75, 1.25), flip=True),
+    ),
 }
 
 
@@ -85,7 +88,7 @@ def test_center_mode_counts_the_padding_as_background(run, tmp_path):
     background = 0
     for mask, (h, w) in zip(cut, VAL_SIZES):
         y0, x0 = max(h - 32, 0) // 2, max(w - 32, 0) // 2
-        background += int((mask[y0:y0 + 32, x0:x0 + 32] == 0).sum())
+        background += int((mask[y0 : y0 + 32, x0 : x0 + 32] == 0).sum())
     result = json.loads(out.read_text())
     assert result["per_class"][0]["gt_pixels"] == background + padded
 

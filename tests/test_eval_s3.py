@@ -19,7 +19,9 @@ pytestmark = pytest.mark.s3
 
 def _upload(server, local, bucket, prefix):
     fs = server.filesystem()
-    pafs.copy_files(str(local), f"{bucket}/{prefix}", source_filesystem=pafs.LocalFileSystem(), destination_filesystem=fs)
+    pafs.copy_files(
+        str(local), f"{bucket}/{prefix}", source_filesystem=pafs.LocalFileSystem(), destination_filesystem=fs
+    )
 
 
 def _read(server, path) -> bytes:

@@ -20,8 +20,12 @@ from u2pl_ray.engine.checkpoint import SHARED, save_torch, write_meta
 from u2pl_ray.model import build_model
 
 NUM_CLASSES = 4
-CLASSES = [ClassInfo(0, "background", (0, 0, 0)), ClassInfo(1, "disc", (200, 30, 30)),
-           ClassInfo(2, "bar", (30, 200, 30)), ClassInfo(3, "ring", (30, 30, 200))]
+CLASSES = [
+    ClassInfo(0, "background", (0, 0, 0)),
+    ClassInfo(1, "disc", (200, 30, 30)),
+    ClassInfo(2, "bar", (30, 200, 30)),
+    ClassInfo(3, "ring", (30, 30, 200)),
+]
 VAL_SIZES = [(24, 40), (40, 30), (33, 33), (20, 52), (45, 28)]
 MEAN = [123.675, 116.28, 103.53]
 STD = [58.395, 57.12, 57.375]
@@ -48,8 +52,16 @@ def make_dataset(root: str | Path, sizes: list[tuple[int, int]] = VAL_SIZES) -> 
     writer = DatasetWriter(uri, "eval-test", CLASSES, shard_rows=2)
     for i, (h, w) in enumerate(sizes):
         image, mask = sample_arrays(i, h, w)
-        writer.val().add(Sample(f"val_{i:03d}", encode_png(image), encode_png(mask), h, w,
-                                np.bincount(mask[mask < NUM_CLASSES], minlength=NUM_CLASSES)))
+        writer.val().add(
+            Sample(
+                f"val_{i:03d}",
+                encode_png(image),
+                encode_png(mask),
+                h,
+                w,
+                np.bincount(mask[mask < NUM_CLASSES], minlength=NUM_CLASSES),
+            )
+        )
     image, mask = sample_arrays(99, 32, 32)
     writer.part("1_2", "labeled").add(Sample("train_0", encode_png(image), encode_png(mask), 32, 32))
     writer.part("1_2", "unlabeled").add(Sample("train_1", encode_png(image), None, 32, 32))
@@ -59,8 +71,13 @@ def make_dataset(root: str | Path, sizes: list[tuple[int, int]] = VAL_SIZES) -> 
 
 def tiny_config(data_root: str | None, **sections: dict[str, Any]) -> Any:
     data = {
-        "model": {"backbone": "tiny", "num_classes": NUM_CLASSES, "decoder_channels": 16,
-                  "low_level_channels": 8, "rep_dim": 8},
+        "model": {
+            "backbone": "tiny",
+            "num_classes": NUM_CLASSES,
+            "decoder_channels": 16,
+            "low_level_channels": 8,
+            "rep_dim": 8,
+        },
         "data": {"root": data_root, "split": "1_2", "crop_size": 32},
         "eval": {"mode": "center"},
         "schedule": {"epochs": 4},
@@ -101,30 +118,55 @@ def _fit(model, optimiser, images, masks, gen, side, steps):
         for image, mask in zip(images, masks):
             y = int(torch.randint(0, image.shape[1] - side + 1, (1,), generator=gen))
             x = int(torch.randint(0, image.shape[2] - side + 1, (1,), generator=gen))
-            batch.append(image[:, y:y + side, x:x + side])
-            target.append(mask[y:y + side, x:x + side])
-        logits = nn.functional.interpolate(model(torch.stack(batch))["pred"], size=(side, side), mode="bilinear",
-                                           align_corners=True)
+            batch.append(image[:, y : y + side, x : x + side])
+            target.append(mask[y : y + side, x : x + side])
+        logits = nn.functional.interpolate(
+            model(torch.stack(batch))["pred"], size=(side, side), mode="bilinear", align_corners=True
+        )
         loss = nn.functional.cross_entropy(logits, torch.stack(target), ignore_index=255)
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
 
 
-def make_checkpoint(directory: str | Path, cfg: Any, *, iteration: int = 120, epoch: int = 3,
-                    classes: list[dict[str, Any]] | None = None, history: list[dict[str, Any]] | None = None,
-                    metrics: dict[str, Any] | None = None, steps: int = 40) -> Path:
+def make_checkpoint(
+    directory: str | Path,
+    cfg: Any,
+    *,
+    iteration: int = 120,
+    epoch: int = 3,
+    classes: list[dict[str, Any]] | None = None,
+    history: list[dict[str, Any]] | None = None,
+    metrics: dict[str, Any] | None = None,
+    steps: int = 40,
+) -> Path:
     """A sealed checkpoint folder as the trainer writes it, student and teacher with different weights."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     student, teacher = _trained(cfg, 1, steps), _trained(cfg, 2, steps)
-    save_torch({"student": student.state_dict(), "teacher": teacher.state_dict(), "optimizer": {},
-                "progress": {"iteration": iteration, "epoch": epoch}}, directory / SHARED)
+    save_torch(
+        {
+            "student": student.state_dict(),
+            "teacher": teacher.state_dict(),
+            "optimizer": {},
+            "progress": {"iteration": iteration, "epoch": epoch},
+        },
+        directory / SHARED,
+    )
     (directory / "config.yaml").write_text(dump_config(cfg))
     if classes is None:
         classes = [{"id": c.id, "name": c.name, "color": list(c.color)} for c in CLASSES]
-    write_meta(directory, {"iteration": iteration, "epoch": epoch, "metrics": metrics or {"val/miou": 0.25},
-                           "num_classes": NUM_CLASSES, "classes": classes, "history": history or []})
+    write_meta(
+        directory,
+        {
+            "iteration": iteration,
+            "epoch": epoch,
+            "metrics": metrics or {"val/miou": 0.25},
+            "num_classes": NUM_CLASSES,
+            "classes": classes,
+            "history": history or [],
+        },
+    )
     return directory
 
 

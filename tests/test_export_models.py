@@ -27,8 +27,9 @@ def _eager_and_input(checkpoint, which, height, width, index=3):
     """A real image, normalised as the JSON says, and the eager logits at its size."""
     model = load_trained_model(str(checkpoint), which).model
     image, _ = sample_arrays(index, height, width)
-    x = (torch.from_numpy(image).permute(2, 0, 1)[None].float() - torch.tensor(MEAN).view(1, 3, 1, 1)) \
-        / torch.tensor(STD).view(1, 3, 1, 1)
+    x = (torch.from_numpy(image).permute(2, 0, 1)[None].float() - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(
+        STD
+    ).view(1, 3, 1, 1)
     x = torch.cat([x, x.flip(-1)])  # a batch of two
     with torch.no_grad():
         eager = F.interpolate(model(x)["pred"], size=(height, width), mode="bilinear", align_corners=True)
@@ -65,7 +66,9 @@ def test_onnx_export_matches_eager_at_another_size(checkpoint, tmp_path, capsys)
 @pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
 def test_torchscript_export_of_the_student(checkpoint, tmp_path):
     out = tmp_path / "student.pt"
-    assert main(["--checkpoint", str(checkpoint), "--format", "torchscript", "--out", str(out), "--model", "student"]) == 0
+    assert (
+        main(["--checkpoint", str(checkpoint), "--format", "torchscript", "--out", str(out), "--model", "student"]) == 0
+    )
     _check_sidecar(tmp_path / "student.json", "torchscript", "student")
     x, eager = _eager_and_input(checkpoint, "student", 29, 50)
     module = torch.jit.load(str(out))

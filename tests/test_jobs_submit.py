@@ -26,15 +26,22 @@ def head(tmp_path_factory):
 
 def _script(head, name: str, *args: str, dry: bool = False, timeout: float = 400) -> subprocess.CompletedProcess:
     env = dict(head.env, DRY_RUN="1" if dry else "0")
-    return subprocess.run(["bash", str(REPO / "jobs" / name), *args], env=env, cwd=REPO, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        ["bash", str(REPO / "jobs" / name), *args], env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout
+    )
 
 
 @pytest.mark.timeout(600)
 def test_train_job_submitted_with_working_dir_succeeds(head, tmp_path):
     runs = tmp_path / "runs"
-    done = _script(head, "train.sh", "configs/tiny.yaml", f"--set=storage.path={runs}", "--set=storage.name=job",
-                   f"--set=data.cache_dir={tmp_path / 'cache'}")
+    done = _script(
+        head,
+        "train.sh",
+        "configs/tiny.yaml",
+        f"--set=storage.path={runs}",
+        "--set=storage.name=job",
+        f"--set=data.cache_dir={tmp_path / 'cache'}",
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     output = re.sub(r"\x1b\[[0-9;]*m", "", done.stdout + done.stderr)
     job_id = re.search(r"Job '(raysubmit_\w+)' succeeded", output).group(1)
@@ -48,8 +55,19 @@ def test_train_job_submitted_with_working_dir_succeeds(head, tmp_path):
 @pytest.mark.timeout(300)
 def test_convert_and_evaluate_jobs_run_in_tiny_form(head, tmp_path):
     shards = tmp_path / "synthetic"
-    done = _script(head, "convert_synthetic.sh", str(shards), "--num-train", "16", "--num-val", "4",
-                   "--image-size", "32", "--labeled-fractions", "1_4")
+    done = _script(
+        head,
+        "convert_synthetic.sh",
+        str(shards),
+        "--num-train",
+        "16",
+        "--num-val",
+        "4",
+        "--image-size",
+        "32",
+        "--labeled-fractions",
+        "1_4",
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     manifest = json.loads((shards / "manifest.json").read_text())
     assert manifest["name"] == "synthetic"

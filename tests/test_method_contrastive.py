@@ -42,8 +42,9 @@ def _batch(seed, num_classes=7, b_l=3, b_u=3, full=24, small=6, dim=8, classes=(
 def _fast(variant, label_l, pseudo, entropy_u, prob, rep, rep_t, bank, alpha, sampler, q=16, n=5, neg_high=True):
     valid = pseudo != 255
     low_t, high_t = percentiles(entropy_u[valid], [alpha, 100 - alpha])
-    low, high = full_res_masks(label_l, pseudo, entropy_u, low_t, high_t, variant=variant,
-                               negative_high_entropy=neg_high)
+    low, high = full_res_masks(
+        label_l, pseudo, entropy_u, low_t, high_t, variant=variant, negative_high_entropy=neg_high
+    )
     labels_s, low_s, high_s = downsample_nearest([torch.cat([label_l, pseudo]), low, high], tuple(rep.shape[-2:]))
     sel = select(prob, labels_s, low_s, high_s, num_labeled=label_l.shape[0], variant=variant, **HP)
     return contrastive_loss(
@@ -64,21 +65,57 @@ def _check_against_reference(variant, steps=3, alpha=20.0, neg_high=True, cutout
             pseudo[-1, :12, 12:] = 255
         rep_fast = rep.clone().requires_grad_(True)
         rep_ref = rep.clone().requires_grad_(True)
-        res = _fast(variant, label_l, pseudo, entropy_u, prob, rep_fast, rep_t, bank, alpha, generator_sampler(g_fast),
-                    neg_high=neg_high)
+        res = _fast(
+            variant,
+            label_l,
+            pseudo,
+            entropy_u,
+            prob,
+            rep_fast,
+            rep_t,
+            bank,
+            alpha,
+            generator_sampler(g_fast),
+            neg_high=neg_high,
+        )
         b_l = label_l.shape[0]
         if variant == "official":
             oh_l, oh_u, low_m, high_m = official_inputs(
                 label_l, pseudo, entropy_u, alpha, prob.shape[1], (6, 6), negative_high_entropy=neg_high
             )
             new_keys, ref_loss, valid = official_contrastive_reference(
-                rep_ref, oh_l, oh_u, prob[:b_l], prob[b_l:], low_m, high_m, ref_bank, caps, rep_t,
-                num_queries=16, num_negatives=5, temperature=0.5, sampler=ref_sampler, **HP,
+                rep_ref,
+                oh_l,
+                oh_u,
+                prob[:b_l],
+                prob[b_l:],
+                low_m,
+                high_m,
+                ref_bank,
+                caps,
+                rep_t,
+                num_queries=16,
+                num_negatives=5,
+                temperature=0.5,
+                sampler=ref_sampler,
+                **HP,
             )
         else:
             new_keys, ref_loss, valid = paper_contrastive_reference(
-                rep_ref, label_l, pseudo, prob, entropy_u, alpha, ref_bank, caps, rep_t,
-                num_queries=16, num_negatives=5, temperature=0.5, sampler=ref_sampler, **HP,
+                rep_ref,
+                label_l,
+                pseudo,
+                prob,
+                entropy_u,
+                alpha,
+                ref_bank,
+                caps,
+                rep_t,
+                num_queries=16,
+                num_negatives=5,
+                temperature=0.5,
+                sampler=ref_sampler,
+                **HP,
             )
         assert res.new_keys == sum(new_keys) and res.valid_classes == len(valid)
         for c in range(len(caps)):
@@ -168,13 +205,32 @@ def test_early_exit_updates_the_bank_and_draws_nothing():
     label = torch.zeros(2, 1, 4, dtype=torch.long)
     prob = torch.softmax(torch.randn(2, 5, 1, 4), dim=1)
     ones = torch.ones(2, 1, 4, dtype=torch.bool)
-    sel = select(prob, label, ones, ones, num_labeled=1, variant="official", low_rank=0, high_rank=5,
-                 anchor_threshold=0.0, negative_threshold=1.0)
+    sel = select(
+        prob,
+        label,
+        ones,
+        ones,
+        num_labeled=1,
+        variant="official",
+        low_rank=0,
+        high_rank=5,
+        anchor_threshold=0.0,
+        negative_threshold=1.0,
+    )
     bank = MemoryBank([10] * 5, 3)
     rep = torch.randn(2, 3, 1, 4, requires_grad=True)
     calls = []
-    res = contrastive_loss(rep, rep.detach(), sel, bank, variant="official", num_queries=4, num_negatives=2,
-                           temperature=0.5, sampler=lambda hi, n: calls.append((hi, n)))
+    res = contrastive_loss(
+        rep,
+        rep.detach(),
+        sel,
+        bank,
+        variant="official",
+        num_queries=4,
+        num_negatives=2,
+        temperature=0.5,
+        sampler=lambda hi, n: calls.append((hi, n)),
+    )
     assert res.loss.item() == 0.0 and res.valid_classes == 1 and calls == []
     assert res.new_keys > 0 and bank.count[0] > 0  # the official enqueues before the early exit
     res.loss.backward()
@@ -196,8 +252,9 @@ def test_sampler_call_order_is_anchor_then_negatives_per_position():
     low, high = full_res_masks(label_l, pseudo, entropy_u, low_t, high_t, variant="official")
     small = downsample_nearest([torch.cat([label_l, pseudo]), low, high], (6, 6))
     sel = select(prob, *small, num_labeled=3, variant="official", **HP)
-    res = contrastive_loss(rep, rep_t, sel, bank, variant="official", num_queries=16, num_negatives=5,
-                           temperature=0.5, sampler=recording)
+    res = contrastive_loss(
+        rep, rep_t, sel, bank, variant="official", num_queries=16, num_negatives=5, temperature=0.5, sampler=recording
+    )
     positions, _, _ = plan_positions(sel, bank, "official")
     assert res.terms == len(positions) >= 2
     expected = []
@@ -213,12 +270,31 @@ def test_hand_computed_loss_value():
     rep = torch.tensor([[1.0, 0.0], [0.0, 1.0]]).T.reshape(1, 2, 1, 2).repeat(2, 1, 1, 1).requires_grad_(True)
     ones = torch.ones(2, 1, 2, dtype=torch.bool)
     none = torch.zeros(2, 1, 2, dtype=torch.bool)
-    sel = select(prob, label, ones, none, num_labeled=1, variant="paper", low_rank=1, high_rank=2,
-                 anchor_threshold=0.3, negative_threshold=1.0)
+    sel = select(
+        prob,
+        label,
+        ones,
+        none,
+        num_labeled=1,
+        variant="paper",
+        low_rank=1,
+        high_rank=2,
+        anchor_threshold=0.3,
+        negative_threshold=1.0,
+    )
     bank = MemoryBank([4, 4], 2)
     bank.update(torch.tensor([[0.0, 2.0, 0.0], [3.0, 0.0, 1.0]]))  # class 0 key (0,2), class 1 key (3,0)
-    res = contrastive_loss(rep, rep.detach(), sel, bank, variant="paper", num_queries=1, num_negatives=1,
-                           temperature=0.5, sampler=lambda high, count: torch.zeros(count, dtype=torch.long))
+    res = contrastive_loss(
+        rep,
+        rep.detach(),
+        sel,
+        bank,
+        variant="paper",
+        num_queries=1,
+        num_negatives=1,
+        temperature=0.5,
+        sampler=lambda high, count: torch.zeros(count, dtype=torch.long),
+    )
     # each class: cos(anchor, prototype) = 1, cos(anchor, negative) = 0 -> -log(e^2 / (e^2 + e^0))
     expected = torch.log1p(torch.exp(torch.tensor(-2.0)))
     assert res.new_keys == 0 and res.terms == 2

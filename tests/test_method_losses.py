@@ -46,7 +46,9 @@ def test_supervised_loss_adds_weighted_aux_after_upsampling():
     label = torch.randint(0, 4, (2, 17, 17))
     label[0, :4] = 255
     up = lambda x: F.interpolate(x, size=(17, 17), mode="bilinear", align_corners=True)  # noqa: E731
-    expected = F.cross_entropy(up(pred), label, ignore_index=255) + 0.4 * F.cross_entropy(up(aux), label, ignore_index=255)
+    expected = F.cross_entropy(up(pred), label, ignore_index=255) + 0.4 * F.cross_entropy(
+        up(aux), label, ignore_index=255
+    )
     got = supervised_loss(pred, label, aux=aux, criterion="ce", aux_weight=0.4)
     assert torch.allclose(got, expected)
     assert torch.allclose(supervised_loss(pred, label), F.cross_entropy(up(pred), label, ignore_index=255))

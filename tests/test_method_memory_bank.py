@@ -109,15 +109,34 @@ def test_reads_and_updates_do_not_copy_the_bank():
     label = torch.tensor([[[0, 0, 1, 1]], [[0, 1, 1, 0]]])
     prob = torch.softmax(3 * F.one_hot(label, 2).permute(0, 3, 1, 2).float(), dim=1)
     ones = torch.ones(2, 1, 4, dtype=torch.bool)
-    sel = select(prob, label, ones, ones, num_labeled=1, variant="paper", low_rank=1, high_rank=2,
-                 anchor_threshold=0.3, negative_threshold=1.0)
+    sel = select(
+        prob,
+        label,
+        ones,
+        ones,
+        num_labeled=1,
+        variant="paper",
+        low_rank=1,
+        high_rank=2,
+        anchor_threshold=0.3,
+        negative_threshold=1.0,
+    )
     rep = torch.randn(2, dim, 1, 4, requires_grad=True)
     g = torch.Generator().manual_seed(0)
     with Sizes() as sizes:
         rows, _ = bank.read(torch.ones(50, dtype=torch.long), torch.arange(50))
         bank.update(pack_keys(torch.randn(30, dim), torch.randint(0, 2, (30,))))
-        res = contrastive_loss(rep, rep.detach(), sel, bank, variant="paper", num_queries=16, num_negatives=5,
-                               temperature=0.5, sampler=generator_sampler(g))
+        res = contrastive_loss(
+            rep,
+            rep.detach(),
+            sel,
+            bank,
+            variant="paper",
+            num_queries=16,
+            num_negatives=5,
+            temperature=0.5,
+            sampler=generator_sampler(g),
+        )
         res.loss.backward()
     assert rows.shape == (50, dim) and res.terms == 2
     assert sizes.largest < smallest  # nothing bank-sized was materialised

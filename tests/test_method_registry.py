@@ -12,8 +12,9 @@ def test_every_registered_method_implements_the_interface_and_is_named_in_the_co
     assert set(METHODS) == allowed, "a registered method must be a value of method.name (and back)"
     for name, cls in METHODS.items():
         assert issubclass(cls, Method) and cls.name == name
-        method = build_method(MethodConfig(name=name), MethodContext(num_classes=3, rep_dim=4, total_epochs=2,
-                                                                     iters_per_epoch=2))
+        method = build_method(
+            MethodConfig(name=name), MethodContext(num_classes=3, rep_dim=4, total_epochs=2, iters_per_epoch=2)
+        )
         assert isinstance(method, cls)
         assert set(type(method).rank_shared_state) <= set(method.state_dict())
 
@@ -24,7 +25,9 @@ def test_what_the_engine_reads_from_each_method():
     cfg = MethodConfig(sup_only_epochs=2)
     assert [U2PL.teacher_selected(cfg, e) for e in (1, 2, 3)] == [False, False, True]
     assert not SupOnly.teacher_selected(cfg, 10)
-    u2pl = U2PL(MethodConfig(drop_percent=80), MethodContext(num_classes=3, rep_dim=4, total_epochs=4, iters_per_epoch=2))
+    u2pl = U2PL(
+        MethodConfig(drop_percent=80), MethodContext(num_classes=3, rep_dim=4, total_epochs=4, iters_per_epoch=2)
+    )
     assert u2pl.picture_drop_percent(2) == pytest.approx(90.0)
     assert set(u2pl.progress_values()) == {"bank_fill/0", "bank_fill/1", "bank_fill/2"}
 

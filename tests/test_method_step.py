@@ -16,8 +16,13 @@ class TinySeg(nn.Module):
     def __init__(self, aux: bool = False):
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv2d(3, 16, 3, stride=2, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
-            nn.Conv2d(16, 16, 3, stride=2, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.Dropout2d(0.1),
+            nn.Conv2d(3, 16, 3, stride=2, padding=1),
+            nn.BatchNorm2d(16),
+            nn.ReLU(),
+            nn.Conv2d(16, 16, 3, stride=2, padding=1),
+            nn.BatchNorm2d(16),
+            nn.ReLU(),
+            nn.Dropout2d(0.1),
         )
         self.cls = nn.Conv2d(16, C, 1)
         self.rep = nn.Conv2d(16, D, 1)
@@ -41,7 +46,9 @@ def _data(seed: int, b: int = 2, size: int = 32):
         for i in range(b):
             for qy in range(2):
                 for qx in range(2):
-                    label[i, qy * half : (qy + 1) * half, qx * half : (qx + 1) * half] = int(torch.randint(C, (1,), generator=g))
+                    label[i, qy * half : (qy + 1) * half, qx * half : (qx + 1) * half] = int(
+                        torch.randint(C, (1,), generator=g)
+                    )
         palette = torch.tensor([[1.0, -1, 0], [-1, 1, 0], [0, 0, 1], [1, 1, -1]])
         image = palette[label].permute(0, 3, 1, 2) + 0.3 * torch.randn(b, 3, size, size, generator=g)
         return image, label
@@ -97,8 +104,21 @@ def test_semi_steps_lower_the_loss_and_report_metrics():
     first = sum(m["total"] for m in semi[:3]) / 3
     last = sum(m["total"] for m in semi[-3:]) / 3
     assert last < first
-    for key in ("sup", "unsup", "contra", "contra_loss", "total", "drop_percent", "alpha_t", "reliable_share",
-                "strong_aug", "new_keys", "valid_classes", "contra_terms", "unsup_threshold"):
+    for key in (
+        "sup",
+        "unsup",
+        "contra",
+        "contra_loss",
+        "total",
+        "drop_percent",
+        "alpha_t",
+        "reliable_share",
+        "strong_aug",
+        "new_keys",
+        "valid_classes",
+        "contra_terms",
+        "unsup_threshold",
+    ):
         assert key in semi[-1]
     assert any(m["strong_aug"] == 1.0 for m in semi) and any(m["strong_aug"] == 0.0 for m in semi)
     assert all(m["contra"] == pytest.approx(m["contra_loss"] * 1.0 * 0.25, rel=1e-6) for m in semi)

@@ -66,7 +66,7 @@ def test_classmix_keeps_a_random_half_of_each_images_classes():
     out_img, out_lab, _ = strong_augment(image, pseudo, conf, "classmix", _gen(11))
     # n // 2 classes, as the official generate_class_mask: image 0: 4 classes -> 2 kept pixels;
     # image 1: 1 class -> 0 kept; image 2: 3 classes -> 1 class kept (1 or 2 pixels of it)
-    kept = (out_img[:, 0] == torch.arange(3).view(3, 1, 1).float())
+    kept = out_img[:, 0] == torch.arange(3).view(3, 1, 1).float()
     assert kept[0].sum() == 2 and kept[1].sum() == 0
     chosen2 = set(pseudo[2][kept[2]].tolist())
     assert len(chosen2) == 1 and all((pseudo[2] == c).sum() == kept[2][pseudo[2] == c].sum() for c in chosen2)

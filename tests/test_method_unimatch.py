@@ -16,14 +16,24 @@ MEAN, STD = (120.0, 110.0, 100.0), (60.0, 55.0, 50.0)
 
 def net(seed=0, rep_head=False):
     torch.manual_seed(seed)
-    cfg = ModelConfig(backbone="tiny", output_stride=8, aspp_dilations=[1, 2, 3], decoder_channels=16,
-                      low_level_channels=8, rep_head=rep_head, rep_dim=8, dropout=0.0)
+    cfg = ModelConfig(
+        backbone="tiny",
+        output_stride=8,
+        aspp_dilations=[1, 2, 3],
+        decoder_channels=16,
+        low_level_channels=8,
+        rep_head=rep_head,
+        rep_dim=8,
+        dropout=0.0,
+    )
     return build_model(cfg, C)
 
 
 def method(conf_thresh=0.5, seed=0):
-    return UniMatch(MethodConfig(name="unimatch", conf_thresh=conf_thresh),
-                    MethodContext(num_classes=C, total_epochs=2, iters_per_epoch=4, seed=seed, mean=MEAN, std=STD))
+    return UniMatch(
+        MethodConfig(name="unimatch", conf_thresh=conf_thresh),
+        MethodContext(num_classes=C, total_epochs=2, iters_per_epoch=4, seed=seed, mean=MEAN, std=STD),
+    )
 
 
 def batch(seed=0, b=2):
@@ -52,8 +62,21 @@ def test_one_iteration_equals_the_official_loop_given_the_same_views(conf_thresh
     reference_net = net()
     torch.manual_seed(123)
     ref, parts = official_iteration(
-        official_model(reference_net), x.image_l, x.label_l, x.image_u, views.s1, views.s2, x.ignore_u,
-        views.box1.long(), views.box2.long(), x.image_u2, views.s1_mix, views.s2_mix, x.ignore_u2, conf_thresh)
+        official_model(reference_net),
+        x.image_l,
+        x.label_l,
+        x.image_u,
+        views.s1,
+        views.s2,
+        x.ignore_u,
+        views.box1.long(),
+        views.box2.long(),
+        x.image_u2,
+        views.s1_mix,
+        views.s2_mix,
+        x.ignore_u2,
+        conf_thresh,
+    )
     ref.backward()
     assert loss.item() == pytest.approx(ref.item(), rel=1e-6, abs=1e-7)
     assert metrics["sup"] == pytest.approx(parts["loss_x"].item(), rel=1e-6)

@@ -128,8 +128,15 @@ def test_light_backbones_shapes(backbone, output_stride):
 
 
 def test_heads_follow_the_config():
-    cfg = ModelConfig(backbone="tiny", rep_head=False, aux_head=False, decoder_channels=64, low_level_channels=32,
-                      aspp_dilations=[2, 4, 6], dropout=0.3)
+    cfg = ModelConfig(
+        backbone="tiny",
+        rep_head=False,
+        aux_head=False,
+        decoder_channels=64,
+        low_level_channels=32,
+        aspp_dilations=[2, 4, 6],
+        dropout=0.3,
+    )
     model = build_model(cfg, 3).eval()
     out = model(torch.randn(1, 3, 33, 33))
     assert set(out) == {"pred"}

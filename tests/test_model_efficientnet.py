@@ -73,8 +73,17 @@ def test_segmentation_backbone_loads_package_weights(package_state):
     assert report.missing == []
     # The classification head stays behind, nothing else (keys as the backbone names them).
     assert set(report.unexpected) == {
-        f"body.{k}" for k in ("conv_head.weight", "classifier.weight", "classifier.bias", "bn2.weight", "bn2.bias",
-                              "bn2.running_mean", "bn2.running_var", "bn2.num_batches_tracked")
+        f"body.{k}"
+        for k in (
+            "conv_head.weight",
+            "classifier.weight",
+            "classifier.bias",
+            "bn2.weight",
+            "bn2.bias",
+            "bn2.running_mean",
+            "bn2.running_var",
+            "bn2.num_batches_tracked",
+        )
     }
     body = model.backbone.body
     torch.testing.assert_close(body.blocks[1][0].conv_pw.weight, package_state["_blocks.1._expand_conv.weight"])
@@ -85,7 +94,10 @@ def test_segmentation_backbone_loads_package_weights(package_state):
 
 def test_mapping_rejects_a_layout_that_does_not_match(package_state):
     net = timm.create_model("tf_efficientnet_lite0", pretrained=False)
-    shifted = {k.replace("_blocks.1.", "_blocks.0.", 1) if k.startswith("_blocks.1.") else k: v
-               for k, v in package_state.items() if not k.startswith("_blocks.0.")}
+    shifted = {
+        k.replace("_blocks.1.", "_blocks.0.", 1) if k.startswith("_blocks.1.") else k: v
+        for k, v in package_state.items()
+        if not k.startswith("_blocks.0.")
+    }
     with pytest.raises(ValueError, match=r"_blocks\.0\..*block 0 is expanded in the file but is not in the model"):
         lukemelas_to_timm(shifted, net.blocks)

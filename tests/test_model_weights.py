@@ -17,8 +17,10 @@ def authors_layout_state() -> dict[str, torch.Tensor]:
     """A state dict in the layout of the authors' ImageNet file: a fresh deep-stem ResNet-101 with
     distinctive values, plus the ImageNet classifier the file carries."""
     g = torch.Generator().manual_seed(3)
-    state = {k: torch.randn(v.shape, generator=g) if v.is_floating_point() else v
-             for k, v in resnet101_deep().state_dict().items()}
+    state = {
+        k: torch.randn(v.shape, generator=g) if v.is_floating_point() else v
+        for k, v in resnet101_deep().state_dict().items()
+    }
     state["fc.weight"] = torch.randn(1000, 2048, generator=g)
     state["fc.bias"] = torch.randn(1000, generator=g)
     return state
@@ -53,8 +55,7 @@ def test_wrapped_and_module_prefixed_checkpoint(tmp_path, model, authors_layout_
     torch.save({"epoch": 3, "state_dict": shifted}, path)
     report = load_backbone_weights(model.backbone, str(path))  # a backbone works as well as the model
     assert report.missing == [] and sorted(report.unexpected) == ["fc.bias", "fc.weight"]
-    torch.testing.assert_close(model.backbone.layer4[2].conv3.weight,
-                               authors_layout_state["layer4.2.conv3.weight"] + 1)
+    torch.testing.assert_close(model.backbone.layer4[2].conv3.weight, authors_layout_state["layer4.2.conv3.weight"] + 1)
     torch.save({"model": authors_layout_state}, path)
     assert load_backbone_weights(model, str(path)).missing == []
     _assert_backbone_equals(model, authors_layout_state)
@@ -69,8 +70,9 @@ def test_partial_file_reports_missing_and_keeps_the_rest(tmp_path, authors_layou
     path = tmp_path / "partial.pth"
     torch.save(partial, path)
     report = load_backbone_weights(model, str(path))
-    expected_missing = [k for k in model.backbone.state_dict()
-                        if k.startswith("layer4.2.") and not k.endswith("num_batches_tracked")]
+    expected_missing = [
+        k for k in model.backbone.state_dict() if k.startswith("layer4.2.") and not k.endswith("num_batches_tracked")
+    ]
     assert report.missing == expected_missing and len(expected_missing) == 15
     assert set(report.unexpected) == {"fc.weight", "fc.bias", "extra.thing"}
     torch.testing.assert_close(model.backbone.layer4[2].conv2.weight, before)  # untouched

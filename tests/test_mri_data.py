@@ -14,8 +14,9 @@ _spec = importlib.util.spec_from_file_location("mri_data", REPO / "benchmarks" /
 mri = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(mri)
 
-pytestmark = pytest.mark.skipif(not (mri.TEMPLATES / mri.ATLAS).is_file(),
-                                reason="mricron-data is not installed (make data-packages)")
+pytestmark = pytest.mark.skipif(
+    not (mri.TEMPLATES / mri.ATLAS).is_file(), reason="mricron-data is not installed (make data-packages)"
+)
 
 
 def test_both_hemispheres_map_to_the_same_regions():
@@ -39,7 +40,10 @@ def test_the_folder_dataset_splits_by_hemisphere_and_converts(tmp_path):
     classes = (out / "classes.txt").read_text().split()
     assert classes[0] == "background" and len(classes) <= 13  # background + at most 12 regions
     for stem in stems[::25]:
-        image, mask = np.array(Image.open(out / "images" / f"{stem}.png")), np.array(Image.open(out / "masks" / f"{stem}.png"))
+        image, mask = (
+            np.array(Image.open(out / "images" / f"{stem}.png")),
+            np.array(Image.open(out / "masks" / f"{stem}.png")),
+        )
         assert image.shape == mask.shape and image.dtype == np.uint8 and mask.max() < len(classes)
         assert (mask > 0).mean() >= mri.MIN_LABELLED and image[mask > 0].mean() > image[mask == 0].mean()
     from u2pl_ray.data.info import read_manifest

@@ -37,8 +37,9 @@ def make_inputs(folder):
 def expected_ids(checkpoint, image, which="teacher", spec=None):
     spec = spec or InferenceSpec("whole", 32)
     model = load_trained_model(str(checkpoint), which).model
-    x = (torch.from_numpy(image).permute(2, 0, 1)[None].float() - torch.tensor(MEAN).view(1, 3, 1, 1)) \
-        / torch.tensor(STD).view(1, 3, 1, 1)
+    x = (torch.from_numpy(image).permute(2, 0, 1)[None].float() - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(
+        STD
+    ).view(1, 3, 1, 1)
     logits, _ = predict_logits(model, x, None, spec, NUM_CLASSES)
     return logits.argmax(1)[0].numpy().astype(np.uint8)
 
@@ -70,26 +71,44 @@ def test_list_file_single_image_and_options(checkpoint, tmp_path):
     listing = tmp_path / "in" / "inputs.txt"
     listing.write_text("# two of them\na.png\n\n" + str(tmp_path / "in" / "sub" / "b.png") + "\n")
     out = tmp_path / "out"
-    argv = ["--checkpoint", str(checkpoint), "--input", str(listing), "--output", str(out),
-            "--model", "student", "--mode", "slide", "--crop-size", "16"]
+    argv = [
+        "--checkpoint",
+        str(checkpoint),
+        "--input",
+        str(listing),
+        "--output",
+        str(out),
+        "--model",
+        "student",
+        "--mode",
+        "slide",
+        "--crop-size",
+        "16",
+    ]
     assert main(argv) == 0
     assert sorted(p.name for p in (out / "masks").iterdir()) == ["a.png", "b.png"]
     spec = InferenceSpec("slide", 16)
-    assert np.array_equal(np.asarray(Image.open(out / "masks" / "b.png")),
-                          expected_ids(checkpoint, arrays["sub/b.png"], "student", spec))
+    assert np.array_equal(
+        np.asarray(Image.open(out / "masks" / "b.png")), expected_ids(checkpoint, arrays["sub/b.png"], "student", spec)
+    )
     # outputs inside the input folder are not taken for inputs on a second run
     inside = tmp_path / "in" / "predicted"
     base = ["--checkpoint", str(checkpoint), "--input", str(tmp_path / "in"), "--output", str(inside)]
     assert main(base) == 1 and main(base) == 1
     assert json.loads((inside / "predictions.json").read_text())["inputs"] == 4
     single = tmp_path / "one"
-    assert main(["--checkpoint", str(checkpoint), "--input", str(tmp_path / "in" / "c.jpg"), "--output", str(single)]) == 0
+    assert (
+        main(["--checkpoint", str(checkpoint), "--input", str(tmp_path / "in" / "c.jpg"), "--output", str(single)]) == 0
+    )
     assert (single / "masks" / "c.png").is_file() and (single / "overlays" / "c.png").is_file()
 
 
 def test_clear_errors_for_bad_arguments(checkpoint, tmp_path, capsys):
     (tmp_path / "empty").mkdir()
-    assert main(["--checkpoint", str(checkpoint), "--input", str(tmp_path / "empty"), "--output", str(tmp_path / "o")]) == 2
+    assert (
+        main(["--checkpoint", str(checkpoint), "--input", str(tmp_path / "empty"), "--output", str(tmp_path / "o")])
+        == 2
+    )
     assert "no images found" in capsys.readouterr().err
     listing = tmp_path / "list.txt"
     listing.write_text("a.png\nreadme.md\n")

@@ -19,9 +19,15 @@ def ray_runs(tmp_path_factory):
     """One local Ray for the module, the common settings, and the uninterrupted reference run."""
     root = tmp_path_factory.mktemp("reliability-runs")
     cache = tmp_path_factory.mktemp("synthetic-cache")
-    common = [f"--set=storage.path={root}", f"--set=data.cache_dir={cache}", "--set=data.deterministic=true",
-              "--set=scaling.torch_threads=1", "--set=storage.checkpoint_every_iters=3",
-              "--set=eval.every_epochs=0", "--set=method.sup_only_epochs=1"]
+    common = [
+        f"--set=storage.path={root}",
+        f"--set=data.cache_dir={cache}",
+        "--set=data.deterministic=true",
+        "--set=scaling.torch_threads=1",
+        "--set=storage.checkpoint_every_iters=3",
+        "--set=eval.every_epochs=0",
+        "--set=method.sup_only_epochs=1",
+    ]
     with local_ray():
         assert train(*common, "--set=storage.name=straight") == 0
         yield root, common
@@ -42,8 +48,14 @@ def test_lost_worker_is_restarted_from_the_newest_checkpoint(ray_runs, tmp_path)
     root, common = ray_runs
     marker = tmp_path / "fired"
     # A worker process dies before iteration 5 (after the checkpoint of iteration 3); one restart allowed.
-    rc = train(*common, "--set=storage.name=lost-worker", "--set=max_failures=1", "--set=fault.kind=exit",
-               "--set=fault.fail_at_iter=5", f"--set=fault.once_marker={marker}")
+    rc = train(
+        *common,
+        "--set=storage.name=lost-worker",
+        "--set=max_failures=1",
+        "--set=fault.kind=exit",
+        "--set=fault.fail_at_iter=5",
+        f"--set=fault.once_marker={marker}",
+    )
     assert rc == 0
     assert marker.read_text().startswith("exit fault fired at iteration 5")
     run = root / "lost-worker"
@@ -58,8 +70,13 @@ def test_lost_worker_is_restarted_from_the_newest_checkpoint(ray_runs, tmp_path)
 def test_checkpoint_cut_short_leaves_the_previous_one_in_charge(ray_runs, tmp_path):
     root, common = ray_runs
     marker = tmp_path / "fired"
-    rc = train(*common, "--set=storage.name=torn", "--set=fault.kind=checkpoint", "--set=fault.fail_at_iter=6",
-               f"--set=fault.once_marker={marker}")
+    rc = train(
+        *common,
+        "--set=storage.name=torn",
+        "--set=fault.kind=checkpoint",
+        "--set=fault.fail_at_iter=6",
+        f"--set=fault.once_marker={marker}",
+    )
     assert rc == 1, "no restarts allowed (tiny.yaml: max_failures 0): the run fails"
     run = root / "torn"
     # The checkpoint of iteration 6 reached storage without its meta.json: never usable.
@@ -104,8 +121,17 @@ def test_damaged_newest_checkpoint_falls_back_then_all_damaged_is_a_clear_error(
 def test_nonfinite_losses_are_skipped_and_counted_then_a_clear_stop(ray_runs, capsys):
     root, common = ray_runs
     # Two non-finite losses (iterations 4-5) are skipped; three allowed in a row: the run finishes.
-    assert train(*common, "--set=storage.name=nan-twice", "--set=fault.kind=nan", "--set=fault.fail_at_iter=4",
-                 "--set=fault.nan_steps=2", "--set=max_nonfinite_steps=3") == 0
+    assert (
+        train(
+            *common,
+            "--set=storage.name=nan-twice",
+            "--set=fault.kind=nan",
+            "--set=fault.fail_at_iter=4",
+            "--set=fault.nan_steps=2",
+            "--set=max_nonfinite_steps=3",
+        )
+        == 0
+    )
     progress = final_state(root / "nan-twice")["state"]["progress"]
     assert progress["nonfinite_total"] == 2 and progress["nonfinite_in_row"] == 0
     assert progress["iteration"] == 8
@@ -115,8 +141,16 @@ def test_nonfinite_losses_are_skipped_and_counted_then_a_clear_stop(ray_runs, ca
     assert after["rank_0"]["teacher_sha256"] == after["rank_1"]["teacher_sha256"]
     capsys.readouterr()
     # Non-finite from iteration 1 on: a stop after three in a row, with a message that says why.
-    assert train(*common, "--set=storage.name=nan-always", "--set=fault.kind=nan", "--set=fault.fail_at_iter=1",
-                 "--set=max_nonfinite_steps=3") == 1
+    assert (
+        train(
+            *common,
+            "--set=storage.name=nan-always",
+            "--set=fault.kind=nan",
+            "--set=fault.fail_at_iter=1",
+            "--set=max_nonfinite_steps=3",
+        )
+        == 1
+    )
     err = capsys.readouterr().err
     assert "the loss was not finite for 3 iterations in a row (up to iteration 3" in err
     assert "max_nonfinite_steps" in err

@@ -38,17 +38,44 @@ def test_s3_outage_fails_cleanly_then_resume_completes(own_server, capsys):
     # The endpoint comes from AWS_ENDPOINT_URL, so the run's URI is a plain s3:// one.
     data = server.uri("outage", "data", endpoint_in_uri=False)
     storage = server.uri("outage", "runs", endpoint_in_uri=False)
-    assert convert_main(["synthetic", "--out", data, "--num-train", "48", "--num-val", "8", "--image-size", "32",
-                         "--labeled-fractions", "1_4", "--object-source", "procedural", "--shard-rows", "16",
-                         "--overwrite"]) == 0
-    args = [f"--set=data.root={data}", f"--set=storage.path={storage}", "--set=storage.name=outage",
-            "--set=schedule.epochs=3", "--set=storage.checkpoint_every_iters=3", "--set=eval.every_epochs=0",
-            "--set=fault.step_delay_s=0.5"]
+    assert (
+        convert_main(
+            [
+                "synthetic",
+                "--out",
+                data,
+                "--num-train",
+                "48",
+                "--num-val",
+                "8",
+                "--image-size",
+                "32",
+                "--labeled-fractions",
+                "1_4",
+                "--object-source",
+                "procedural",
+                "--shard-rows",
+                "16",
+                "--overwrite",
+            ]
+        )
+        == 0
+    )
+    args = [
+        f"--set=data.root={data}",
+        f"--set=storage.path={storage}",
+        "--set=storage.name=outage",
+        "--set=schedule.epochs=3",
+        "--set=storage.checkpoint_every_iters=3",
+        "--set=eval.every_epochs=0",
+        "--set=fault.step_delay_s=0.5",
+    ]
     fs, run = run_folder(storage, "outage")
     stopped: dict = {}
     with local_ray(server.env()):
-        watcher = threading.Thread(target=stop_when_sealed,
-                                   args=(server, fs, f"{run}/checkpoint_00000003/meta.json", stopped), daemon=True)
+        watcher = threading.Thread(
+            target=stop_when_sealed, args=(server, fs, f"{run}/checkpoint_00000003/meta.json", stopped), daemon=True
+        )
         watcher.start()
         capsys.readouterr()
         rc = train(*args)
@@ -67,4 +94,3 @@ def test_s3_outage_fails_cleanly_then_resume_completes(own_server, capsys):
     summary = read_json(fs, f"{run}/summary.json")
     assert summary["iterations"] == 12
     assert [r["iteration"] for r in summary["resumes"]] == [3]
-

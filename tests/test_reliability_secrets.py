@@ -26,8 +26,13 @@ def test_planted_secret_appears_in_no_file_or_log_of_the_run(s3_env, tmp_path, c
         import ray
 
         session_dir = Path(ray._private.worker._global_node.get_session_dir_path())
-        rc = train(f"--set=storage.path={storage}", "--set=storage.name=planted", "--set=eval.images_every=1",
-                   f"--set=data.cache_dir={tmp_path}/cache", "--set=tensorboard=true")
+        rc = train(
+            f"--set=storage.path={storage}",
+            "--set=storage.name=planted",
+            "--set=eval.images_every=1",
+            f"--set=data.cache_dir={tmp_path}/cache",
+            "--set=tensorboard=true",
+        )
         assert rc == 0
         logs = [p for p in (session_dir / "logs").rglob("*") if p.is_file()]
     out, err = capfd.readouterr()
@@ -55,7 +60,8 @@ def test_every_torch_load_is_weights_only_and_nothing_unpickles():
             if isinstance(node, (ast.Import, ast.ImportFrom)):
                 modules = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
                 assert not any(m.split(".")[0] in ("pickle", "cloudpickle", "dill", "joblib") for m in modules), (
-                    f"{path}:{node.lineno} imports a pickle module")
+                    f"{path}:{node.lineno} imports a pickle module"
+                )
             if not isinstance(node, ast.Call):
                 continue
             name = ast.unparse(node.func)
@@ -64,7 +70,8 @@ def test_every_torch_load_is_weights_only_and_nothing_unpickles():
                 loads += 1
                 flag = keywords.get("weights_only")
                 assert isinstance(flag, ast.Constant) and flag.value is True, (
-                    f"{path}:{node.lineno} calls torch.load without weights_only=True")
+                    f"{path}:{node.lineno} calls torch.load without weights_only=True"
+                )
             if name in ("np.load", "numpy.load"):
                 flag = keywords.get("allow_pickle")
                 assert not (isinstance(flag, ast.Constant) and flag.value), f"{path}:{node.lineno} allows pickles"

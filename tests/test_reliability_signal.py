@@ -36,8 +36,14 @@ def _wait_for(out: list[str], text: str, proc: subprocess.Popen, timeout_s: floa
 
 def _run_and_signal(args: list[str], sig: signal.Signals) -> str:
     """Start a real driver, send `sig` once a progress line came back, expect a clean stop; its output."""
-    proc = subprocess.Popen([sys.executable, "-m", "u2pl_ray.train", "--config", TINY, *args], cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=dict(os.environ))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "u2pl_ray.train", "--config", TINY, *args],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=dict(os.environ),
+    )
     out: list[str] = []
     reader = threading.Thread(target=_collect, args=(proc, out), daemon=True)
     reader.start()
@@ -57,9 +63,15 @@ def _run_and_signal(args: list[str], sig: signal.Signals) -> str:
 
 @pytest.mark.timeout(420)
 def test_sigterm_then_ctrl_c_on_the_driver_stop_with_checkpoints_and_resume_finishes(tmp_path):
-    args = [f"--set=storage.path={tmp_path}", "--set=storage.name=signalled", f"--set=data.cache_dir={tmp_path}/cache",
-            "--set=schedule.epochs=3", "--set=eval.every_epochs=0", "--set=storage.checkpoint_every_iters=100",
-            "--set=fault.step_delay_s=0.7"]
+    args = [
+        f"--set=storage.path={tmp_path}",
+        "--set=storage.name=signalled",
+        f"--set=data.cache_dir={tmp_path}/cache",
+        "--set=schedule.epochs=3",
+        "--set=eval.every_epochs=0",
+        "--set=storage.checkpoint_every_iters=100",
+        "--set=fault.step_delay_s=0.7",
+    ]
     fs, run = run_folder(str(tmp_path), "signalled")
 
     # SIGTERM (kill, Kubernetes, preemption notices) on a fresh run.
@@ -71,8 +83,14 @@ def test_sigterm_then_ctrl_c_on_the_driver_stop_with_checkpoints_and_resume_fini
     assert checkpoint_names(fs, run) == [f"checkpoint_{first_stop:08d}"], "the stop wrote its own checkpoint"
     assert f"--resume {run}" in text, "the driver says how to resume"
     # The console carries the trainer's lines, not Ray's per-report dumps or per-epoch progress bars.
-    for noise in ("Reporting training result", "Checkpoint successfully created", "Running Dataset",
-                  "Execution plan of Dataset", "Started training worker group", "all_gather_into_tensor"):
+    for noise in (
+        "Reporting training result",
+        "Checkpoint successfully created",
+        "Running Dataset",
+        "Execution plan of Dataset",
+        "Started training worker group",
+        "all_gather_into_tensor",
+    ):
         assert noise not in text, f"{noise!r} on the console:\n{text}"
 
     # Ctrl-C (SIGINT) on the resumed run: a second stop, later than the first.

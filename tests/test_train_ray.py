@@ -38,8 +38,13 @@ def test_two_workers_train_u2pl_with_identical_banks_on_s3(s3_env, cache_dir):
     storage = s3_server.uri("runs", "train")
     staging_before = _staging_folders()
     with local_ray(s3_server.env()):
-        rc = train(f"--set=storage.path={storage}", "--set=storage.name=two", "--set=method.sup_only_epochs=0",
-                   f"--set=data.cache_dir={cache_dir}", "--set=eval.images_every=1")
+        rc = train(
+            f"--set=storage.path={storage}",
+            "--set=storage.name=two",
+            "--set=method.sup_only_epochs=0",
+            f"--set=data.cache_dir={cache_dir}",
+            "--set=eval.images_every=1",
+        )
     assert rc == 0
     assert _staging_folders() <= staging_before, "the TensorBoard staging folder of an s3:// run is removed"
     fs, run = run_folder(storage, "two")
@@ -59,7 +64,10 @@ def test_two_workers_train_u2pl_with_identical_banks_on_s3(s3_env, cache_dir):
     assert read_json(fs, f"{run}/best.json")["checkpoint"].startswith("best_")
     for artefact in ("config.yaml", "plots/curves.png", "images/val_00000004.png"):
         assert fs.get_file_info(f"{run}/{artefact}").is_file, artefact
-    assert any(i.is_file for i in fs.get_file_info(__import__("pyarrow.fs").fs.FileSelector(f"{run}/tensorboard", recursive=True)))
+    assert any(
+        i.is_file
+        for i in fs.get_file_info(__import__("pyarrow.fs").fs.FileSelector(f"{run}/tensorboard", recursive=True))
+    )
 
 
 @pytest.mark.timeout(420)
@@ -68,8 +76,13 @@ def test_supervised_on_two_workers_validates_every_epoch_with_periodic_checkpoin
     loss); periodic checkpoints at every 2nd iteration, some on epoch ends (whose validations were
     skipped, and whose reports carried no iteration)."""
     with local_ray():
-        rc = train(f"--set=storage.path={tmp_path}", "--set=storage.name=sup", f"--set=data.cache_dir={cache_dir}",
-                   "--set=method.name=supervised", "--set=storage.checkpoint_every_iters=2")
+        rc = train(
+            f"--set=storage.path={tmp_path}",
+            "--set=storage.name=sup",
+            f"--set=data.cache_dir={cache_dir}",
+            "--set=method.name=supervised",
+            "--set=storage.checkpoint_every_iters=2",
+        )
     out = capsys.readouterr().out
     assert rc == 0
     run = tmp_path / "sup"
@@ -100,9 +113,15 @@ def _local():
 @pytest.mark.timeout(600)
 def test_stop_and_resume_reproduces_an_uninterrupted_run(tmp_path, cache_dir):
     # Validations on every epoch's last batch (eval.every_iters = iters_per_epoch), periodic checkpoints.
-    common = [f"--set=storage.path={tmp_path}", f"--set=data.cache_dir={cache_dir}", "--set=data.deterministic=true",
-              "--set=storage.checkpoint_every_iters=3", "--set=eval.every_epochs=1", "--set=eval.every_iters=4",
-              "--set=method.sup_only_epochs=1"]
+    common = [
+        f"--set=storage.path={tmp_path}",
+        f"--set=data.cache_dir={cache_dir}",
+        "--set=data.deterministic=true",
+        "--set=storage.checkpoint_every_iters=3",
+        "--set=eval.every_epochs=1",
+        "--set=eval.every_iters=4",
+        "--set=method.sup_only_epochs=1",
+    ]
     with local_ray():
         assert train(*common, "--set=storage.name=straight") == 0
         # the same run, failing at iteration 5 (after the validation checkpoint of iteration 4, an epoch's end)...
@@ -112,7 +131,9 @@ def test_stop_and_resume_reproduces_an_uninterrupted_run(tmp_path, cache_dir):
         # ...then resumed without the fault: no second validation of iteration 4
         assert train(f"--resume={broken}", "--set=fault.fail_at_iter=null") == 0
     fs, straight = run_folder(str(tmp_path), "straight")
-    histories = [[h["iteration"] for h in read_json(fs, f"{run}/summary.json")["history"]] for run in (straight, broken)]
+    histories = [
+        [h["iteration"] for h in read_json(fs, f"{run}/summary.json")["history"]] for run in (straight, broken)
+    ]
     assert histories == [[4, 8], [4, 8]]
     for name in checkpoint_names(fs, straight):
         # the seal lands after both ranks' files (file times tick coarsely, so ties are allowed)
@@ -127,9 +148,15 @@ def test_stop_and_resume_reproduces_an_uninterrupted_run(tmp_path, cache_dir):
 def test_unimatch_trains_checkpoints_and_resumes_to_the_same_state(tmp_path, cache_dir):
     """method.name=unimatch through the whole product path: two workers, two weak views per unlabelled
     image from the stream, a failure after a checkpoint, and a resume that ends where a straight run does."""
-    common = [f"--set=storage.path={tmp_path}", f"--set=data.cache_dir={cache_dir}", "--set=data.deterministic=true",
-              "--set=method.name=unimatch", "--set=method.conf_thresh=0.5", "--set=storage.checkpoint_every_iters=3",
-              "--set=eval.every_epochs=1"]
+    common = [
+        f"--set=storage.path={tmp_path}",
+        f"--set=data.cache_dir={cache_dir}",
+        "--set=data.deterministic=true",
+        "--set=method.name=unimatch",
+        "--set=method.conf_thresh=0.5",
+        "--set=storage.checkpoint_every_iters=3",
+        "--set=eval.every_epochs=1",
+    ]
     with local_ray():
         assert train(*common, "--set=storage.name=straight") == 0
         assert train(*common, "--set=storage.name=broken", "--set=fault.fail_at_iter=5") == 1

@@ -28,8 +28,9 @@ def test_sweep_stops_weak_trials_and_writes_a_runnable_best_config(tmp_path):
         assert (sweep / "miou_vs_params.png").stat().st_size > 1000
         best_config = sweep / "best_config.yaml"
         assert f"lr: {best['optim.lr']}" in best_config.read_text()
-        rc = train_main(["--config", str(best_config), "--set=schedule.epochs=1", "--set=storage.name=from-best",
-                         *common])
+        rc = train_main(
+            ["--config", str(best_config), "--set=schedule.epochs=1", "--set=storage.name=from-best", *common]
+        )
         assert rc == 0
     assert (tmp_path / "from-best" / "summary.json").exists()
 

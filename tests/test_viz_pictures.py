@@ -23,8 +23,15 @@ from u2pl_ray.viz.pseudo_labels import render_pseudo_label_grid, write_pseudo_la
 def test_voc_palette_known_colours():
     pal = voc_palette(256)
     assert pal.shape == (256, 3) and pal.dtype == np.uint8
-    expected = {0: (0, 0, 0), 1: (128, 0, 0), 2: (0, 128, 0), 3: (128, 128, 0), 4: (0, 0, 128),
-                15: (192, 128, 128), 20: (0, 64, 128)}
+    expected = {
+        0: (0, 0, 0),
+        1: (128, 0, 0),
+        2: (0, 128, 0),
+        3: (128, 128, 0),
+        4: (0, 0, 128),
+        15: (192, 128, 128),
+        20: (0, 64, 128),
+    }
     for index, colour in expected.items():
         assert tuple(pal[index]) == colour
 
@@ -111,8 +118,9 @@ def test_grid_reliable_split_matches_numpy_percentile(checkpoint):
 def test_write_grid_into_the_run_folder(checkpoint, tmp_path):
     loaded = load_trained_model(str(checkpoint), "teacher")
     student = load_trained_model(str(checkpoint), "student").model
-    uri = write_pseudo_label_grid(str(tmp_path), 120, student, loaded.model, _samples(2), 85.0, loaded.cfg,
-                                  classes=loaded.meta["classes"])
+    uri = write_pseudo_label_grid(
+        str(tmp_path), 120, student, loaded.model, _samples(2), 85.0, loaded.cfg, classes=loaded.meta["classes"]
+    )
     assert uri == str(tmp_path / "images" / "val_00000120.png")
     picture = Image.open(uri)
     assert picture.mode == "RGB" and picture.width > 900
@@ -125,10 +133,22 @@ def _write_run(root, tensorboard: bool):
     history = [
         {"iteration": 10, "epoch": 1, "val/student/miou": 0.20, "val/miou": 0.20},
         {"iteration": 15, "epoch": 1, "val/student/miou": 0.22, "val/miou": 0.22},  # a mid-epoch validation
-        {"iteration": 20, "epoch": 2, "val/student/miou": 0.30, "val/teacher/miou": 0.32, "val/miou": 0.32,
-         "drop_percent": 85.0},
-        {"iteration": 30, "epoch": 3, "val/student/miou": 0.35, "val/teacher/miou": 0.38, "val/miou": 0.38,
-         "drop_percent": 90.0},
+        {
+            "iteration": 20,
+            "epoch": 2,
+            "val/student/miou": 0.30,
+            "val/teacher/miou": 0.32,
+            "val/miou": 0.32,
+            "drop_percent": 85.0,
+        },
+        {
+            "iteration": 30,
+            "epoch": 3,
+            "val/student/miou": 0.35,
+            "val/teacher/miou": 0.38,
+            "val/miou": 0.38,
+            "drop_percent": 90.0,
+        },
     ]
     make_checkpoint(root / "checkpoint_00000020", cfg, iteration=20, history=history[:3], steps=1)
     make_checkpoint(root / "checkpoint_00000030", cfg, iteration=30, history=history, steps=1)
@@ -158,8 +178,13 @@ def test_curves_from_history_and_tensorboard(tmp_path):
     np.testing.assert_allclose([v for _, v in curves.get("train/drop_percent")], [80.5, 81, 81.5, 82, 82.5, 83])
     written = write_run_curves(str(run))
     names = sorted(p.rsplit("/", 1)[1] for p in written)
-    assert names == ["curves.png", "curves_drop_percent.png", "curves_losses.png", "curves_miou.png",
-                     "curves_reliable_share.png"]
+    assert names == [
+        "curves.png",
+        "curves_drop_percent.png",
+        "curves_losses.png",
+        "curves_miou.png",
+        "curves_reliable_share.png",
+    ]
     for uri in written:
         assert Image.open(uri).size[0] > 300
 

@@ -27,8 +27,13 @@ def local_ray(env: dict[str, str] | None = None) -> Iterator[None]:
     saved = {k: os.environ.get(k) for k in (env or {})}
     os.environ.update(env or {})
     # The dashboard stays on: without it, trials stopped by ASHA leak their workers (ray-notes).
-    ray.init(address="local", num_cpus=2, object_store_memory=1 << 30,
-             log_to_driver=False, runtime_env={"env_vars": dict(env or {})} if env else None)
+    ray.init(
+        address="local",
+        num_cpus=2,
+        object_store_memory=1 << 30,
+        log_to_driver=False,
+        runtime_env={"env_vars": dict(env or {})} if env else None,
+    )
     try:
         yield
     except BaseException:
@@ -79,7 +84,9 @@ def read_json(fs: pafs.FileSystem, path: str) -> Any:
 
 def checkpoint_names(fs: pafs.FileSystem, run: str) -> list[str]:
     infos = fs.get_file_info(pafs.FileSelector(run))
-    return sorted(i.base_name for i in infos if i.type == pafs.FileType.Directory and i.base_name.startswith("checkpoint_"))
+    return sorted(
+        i.base_name for i in infos if i.type == pafs.FileType.Directory and i.base_name.startswith("checkpoint_")
+    )
 
 
 @contextmanager
@@ -120,8 +127,9 @@ def assert_same_state(a: dict[str, Any], b: dict[str, Any]) -> None:
         assert sa["progress"][key] == sb["progress"][key]
 
 
-def stop_when_sealed(server: Any, fs: pafs.FileSystem, meta_path: str, stopped: dict[str, float],
-                     timeout_s: float = 300.0) -> None:
+def stop_when_sealed(
+    server: Any, fs: pafs.FileSystem, meta_path: str, stopped: dict[str, float], timeout_s: float = 300.0
+) -> None:
     """A watcher thread's body: stops the S3 `server` once `meta_path` exists (a checkpoint is sealed)
     and puts the Unix time of the stop in `stopped["at"]`."""
     deadline = time.monotonic() + timeout_s

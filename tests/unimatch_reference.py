@@ -19,8 +19,22 @@ def official_model(net):
     return model
 
 
-def official_iteration(model, img_x, mask_x, img_u_w, img_u_s1, img_u_s2, ignore_mask, cutmix_box1, cutmix_box2,
-                       img_u_w_mix, img_u_s1_mix, img_u_s2_mix, ignore_mask_mix, conf_thresh):
+def official_iteration(
+    model,
+    img_x,
+    mask_x,
+    img_u_w,
+    img_u_s1,
+    img_u_s2,
+    ignore_mask,
+    cutmix_box1,
+    cutmix_box2,
+    img_u_w_mix,
+    img_u_s1_mix,
+    img_u_s2_mix,
+    ignore_mask_mix,
+    conf_thresh,
+):
     criterion_l = torch.nn.CrossEntropyLoss(ignore_index=255)
     criterion_u = torch.nn.CrossEntropyLoss(reduction="none")
     img_u_s1, img_u_s2 = img_u_s1.clone(), img_u_s2.clone()
@@ -31,10 +45,12 @@ def official_iteration(model, img_x, mask_x, img_u_w, img_u_s1, img_u_s2, ignore
         conf_u_w_mix = pred_u_w_mix.softmax(dim=1).max(dim=1)[0]
         mask_u_w_mix = pred_u_w_mix.argmax(dim=1)
 
-    img_u_s1[cutmix_box1.unsqueeze(1).expand(img_u_s1.shape) == 1] = \
-        img_u_s1_mix[cutmix_box1.unsqueeze(1).expand(img_u_s1.shape) == 1]
-    img_u_s2[cutmix_box2.unsqueeze(1).expand(img_u_s2.shape) == 1] = \
-        img_u_s2_mix[cutmix_box2.unsqueeze(1).expand(img_u_s2.shape) == 1]
+    img_u_s1[cutmix_box1.unsqueeze(1).expand(img_u_s1.shape) == 1] = img_u_s1_mix[
+        cutmix_box1.unsqueeze(1).expand(img_u_s1.shape) == 1
+    ]
+    img_u_s2[cutmix_box2.unsqueeze(1).expand(img_u_s2.shape) == 1] = img_u_s2_mix[
+        cutmix_box2.unsqueeze(1).expand(img_u_s2.shape) == 1
+    ]
 
     model.train()
     num_lb, num_ulb = img_x.shape[0], img_u_w.shape[0]
@@ -47,10 +63,16 @@ def official_iteration(model, img_x, mask_x, img_u_w, img_u_s1, img_u_s2, ignore
     conf_u_w = pred_u_w.softmax(dim=1).max(dim=1)[0]
     mask_u_w = pred_u_w.argmax(dim=1)
 
-    mask_u_w_cutmixed1, conf_u_w_cutmixed1, ignore_mask_cutmixed1 = \
-        mask_u_w.clone(), conf_u_w.clone(), ignore_mask.clone()
-    mask_u_w_cutmixed2, conf_u_w_cutmixed2, ignore_mask_cutmixed2 = \
-        mask_u_w.clone(), conf_u_w.clone(), ignore_mask.clone()
+    mask_u_w_cutmixed1, conf_u_w_cutmixed1, ignore_mask_cutmixed1 = (
+        mask_u_w.clone(),
+        conf_u_w.clone(),
+        ignore_mask.clone(),
+    )
+    mask_u_w_cutmixed2, conf_u_w_cutmixed2, ignore_mask_cutmixed2 = (
+        mask_u_w.clone(),
+        conf_u_w.clone(),
+        ignore_mask.clone(),
+    )
     mask_u_w_cutmixed1[cutmix_box1 == 1] = mask_u_w_mix[cutmix_box1 == 1]
     conf_u_w_cutmixed1[cutmix_box1 == 1] = conf_u_w_mix[cutmix_box1 == 1]
     ignore_mask_cutmixed1[cutmix_box1 == 1] = ignore_mask_mix[cutmix_box1 == 1]
@@ -71,8 +93,12 @@ def official_iteration(model, img_x, mask_x, img_u_w, img_u_s1, img_u_s2, ignore
 
     loss = (loss_x + loss_u_s1 * 0.25 + loss_u_s2 * 0.25 + loss_u_w_fp * 0.5) / 2.0
     mask_ratio = ((conf_u_w >= conf_thresh) & (ignore_mask != 255)).sum().item() / (ignore_mask != 255).sum()
-    return loss, {"loss_x": loss_x, "loss_s": (loss_u_s1 + loss_u_s2) / 2.0, "loss_w_fp": loss_u_w_fp,
-                  "mask_ratio": mask_ratio}
+    return loss, {
+        "loss_x": loss_x,
+        "loss_s": (loss_u_s1 + loss_u_s2) / 2.0,
+        "loss_w_fp": loss_u_w_fp,
+        "mask_ratio": mask_ratio,
+    }
 
 
 def poly_lr_official(base_lr, total_iters, steps):

@@ -31,15 +31,22 @@ def parser() -> argparse.ArgumentParser:
     flip = p.add_mutually_exclusive_group()
     flip.add_argument("--flip", dest="flip", action="store_true", default=None, help="add the mirrored prediction")
     flip.add_argument("--no-flip", dest="flip", action="store_false")
-    p.add_argument("--model", choices=("auto", "teacher", "student"), default="auto",
-                   help="weights to score (auto: the teacher once the run left the warm-up, as officially)")
+    p.add_argument(
+        "--model",
+        choices=("auto", "teacher", "student"),
+        default="auto",
+        help="weights to score (auto: the teacher once the run left the warm-up, as officially)",
+    )
     p.add_argument("--workers", type=int, default=1, help="Ray tasks sharing the images (1: this process)")
-    p.add_argument("--gpus-per-worker", type=float, default=None,
-                   help="default 1 when the Ray cluster has GPUs, else 0")
+    p.add_argument(
+        "--gpus-per-worker", type=float, default=None, help="default 1 when the Ray cluster has GPUs, else 0"
+    )
     p.add_argument("--cpus-per-worker", type=float, default=1.0)
     p.add_argument("--device", default="auto", help="--workers 1: cpu, cuda, cuda:1 or auto")
     p.add_argument("--address", default=None, help="Ray cluster address (default: attach or start one)")
-    p.add_argument("--out", default=None, help="JSON file, local or s3:// (default: evaluation_<weights>_<mode>_it<N>.json here)")
+    p.add_argument(
+        "--out", default=None, help="JSON file, local or s3:// (default: evaluation_<weights>_<mode>_it<N>.json here)"
+    )
     return p
 
 
@@ -64,18 +71,33 @@ def main(argv: Sequence[str] | None = None) -> int:
             gpus = 1.0
     try:
         report = evaluate(
-            args.checkpoint, data=args.data, part=args.split, which=args.model, mode=args.mode,
-            crop_size=args.crop_size, stride_ratio=args.stride_ratio, scales=args.scales, flip=args.flip,
-            workers=args.workers, num_gpus=gpus, num_cpus=args.cpus_per_worker, device=args.device,
+            args.checkpoint,
+            data=args.data,
+            part=args.split,
+            which=args.model,
+            mode=args.mode,
+            crop_size=args.crop_size,
+            stride_ratio=args.stride_ratio,
+            scales=args.scales,
+            flip=args.flip,
+            workers=args.workers,
+            num_gpus=gpus,
+            num_cpus=args.cpus_per_worker,
+            device=args.device,
         )
     except (CheckpointError, DataError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     s = report.settings
-    print(f"{report.weights} weights of {report.checkpoint} (iteration {report.iteration}) on {report.num_images} "
-          f"images of {report.part} ({report.data})")
-    print(f"mode {s['mode']}, crop {s['crop_size']}" + (f", stride {s['stride']}" if s.get("stride") else "")
-          + f", scales {s['scales']}, flip {s['flip']}; {report.workers} worker(s), {report.seconds:.1f} s\n")
+    print(
+        f"{report.weights} weights of {report.checkpoint} (iteration {report.iteration}) on {report.num_images} "
+        f"images of {report.part} ({report.data})"
+    )
+    print(
+        f"mode {s['mode']}, crop {s['crop_size']}"
+        + (f", stride {s['stride']}" if s.get("stride") else "")
+        + f", scales {s['scales']}, flip {s['flip']}; {report.workers} worker(s), {report.seconds:.1f} s\n"
+    )
     print(report.table())
     out = args.out or f"evaluation_{report.weights}_{s['mode']}_it{int(report.iteration or 0):08d}.json"
     write_text_atomic(out, json.dumps(report.to_json(), indent=1))

@@ -20,12 +20,23 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m u2pl_ray.export", description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", required=True, help="checkpoint folder or run folder (best), local or s3://")
     p.add_argument("--format", required=True, choices=("onnx", "torchscript"))
-    p.add_argument("--out", default=None,
-                   help="model file (local or s3://); default u2pl_<weights>_it<iteration>.onnx|.pt here")
-    p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), default=None,
-                   help="example input size for the export and the check (default: the run's eval crop)")
-    p.add_argument("--model", choices=("auto", "teacher", "student"), default="auto",
-                   help="weights to export (auto: the teacher once the run left the warm-up)")
+    p.add_argument(
+        "--out", default=None, help="model file (local or s3://); default u2pl_<weights>_it<iteration>.onnx|.pt here"
+    )
+    p.add_argument(
+        "--size",
+        type=int,
+        nargs=2,
+        metavar=("H", "W"),
+        default=None,
+        help="example input size for the export and the check (default: the run's eval crop)",
+    )
+    p.add_argument(
+        "--model",
+        choices=("auto", "teacher", "student"),
+        default="auto",
+        help="weights to export (auto: the teacher once the run left the warm-up)",
+    )
     return p
 
 
@@ -43,12 +54,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             import onnx  # noqa: F401
             import onnxruntime  # noqa: F401
         except ImportError as exc:
-            print(f"error: ONNX export needs onnx and onnxruntime (pip install 'u2pl-ray[export]'): {exc}",
-                  file=sys.stderr)
+            print(
+                f"error: ONNX export needs onnx and onnxruntime (pip install 'u2pl-ray[export]'): {exc}",
+                file=sys.stderr,
+            )
             return 2
     try:
-        result = export_model(args.checkpoint, args.format, args.out, which=args.model,
-                              size=tuple(args.size) if args.size else None)
+        result = export_model(
+            args.checkpoint, args.format, args.out, which=args.model, size=tuple(args.size) if args.size else None
+        )
     except ExportCheckError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -57,8 +71,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     print(f"exported the {result.sidecar['checkpoint']['weights']} weights of {result.sidecar['checkpoint']['source']}")
     for case in result.cases:
-        print(f"  check {case.shape}: max |exported - eager| = {case.max_abs_diff:.2e} "
-              f"(tolerance {ATOL:g} + {RTOL:g}*|eager|), argmax agreement {100 * case.argmax_agreement:.3f}%")
+        print(
+            f"  check {case.shape}: max |exported - eager| = {case.max_abs_diff:.2e} "
+            f"(tolerance {ATOL:g} + {RTOL:g}*|eager|), argmax agreement {100 * case.argmax_agreement:.3f}%"
+        )
     print(f"model: {result.model_uri}\npreprocessing and classes: {result.json_uri}")
     return 0
 

@@ -23,18 +23,32 @@ LOCAL_LIMIT = 64  # --engine auto: up to this many inputs in this process, more 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m u2pl_ray.predict", description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", required=True, help="checkpoint folder or run folder (best), local or s3://")
-    p.add_argument("--input", required=True, help="image folder, one image, a text list of paths/URIs, or an s3:// prefix")
+    p.add_argument(
+        "--input", required=True, help="image folder, one image, a text list of paths/URIs, or an s3:// prefix"
+    )
     p.add_argument("--output", required=True, help="output folder or s3:// prefix")
-    p.add_argument("--model", choices=("auto", "teacher", "student"), default="auto",
-                   help="weights to use (auto: the teacher once the run left the warm-up)")
-    p.add_argument("--mode", choices=("whole", "slide"), default="whole",
-                   help="whole image in one forward, or a sliding window of --crop-size")
+    p.add_argument(
+        "--model",
+        choices=("auto", "teacher", "student"),
+        default="auto",
+        help="weights to use (auto: the teacher once the run left the warm-up)",
+    )
+    p.add_argument(
+        "--mode",
+        choices=("whole", "slide"),
+        default="whole",
+        help="whole image in one forward, or a sliding window of --crop-size",
+    )
     p.add_argument("--crop-size", type=int, default=None, help="slide window (default: the run's eval crop)")
     p.add_argument("--scales", type=float, nargs="+", default=[1.0], help="multi-scale inference, e.g. 0.75 1 1.25")
     p.add_argument("--flip", action="store_true", help="add the horizontally flipped prediction")
     p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity of the class colours")
-    p.add_argument("--engine", choices=("auto", "local", "ray"), default="auto",
-                   help=f"local: this process; ray: Ray Data actors; auto: ray above {LOCAL_LIMIT} inputs")
+    p.add_argument(
+        "--engine",
+        choices=("auto", "local", "ray"),
+        default="auto",
+        help=f"local: this process; ray: Ray Data actors; auto: ray above {LOCAL_LIMIT} inputs",
+    )
     p.add_argument("--concurrency", type=int, default=None, help="Ray actors (default: GPUs, else CPUs / 2)")
     p.add_argument("--batch-size", type=int, default=4, help="inputs per Ray Data batch")
     p.add_argument("--gpus-per-actor", type=float, default=None, help="default 1 when the cluster has GPUs, else 0")
@@ -45,12 +59,19 @@ def parser() -> argparse.ArgumentParser:
 
 
 def _options(args: argparse.Namespace) -> dict[str, Any]:
-    return {"which": args.model, "mode": args.mode, "crop_size": args.crop_size, "scales": tuple(args.scales),
-            "flip": args.flip, "alpha": args.alpha}
+    return {
+        "which": args.model,
+        "mode": args.mode,
+        "crop_size": args.crop_size,
+        "scales": tuple(args.scales),
+        "flip": args.flip,
+        "alpha": args.alpha,
+    }
 
 
-def predict_local(items: Sequence[Any], checkpoint: str, out_uri: str, options: dict[str, Any],
-                  device: str = "auto") -> list[dict[str, Any]]:
+def predict_local(
+    items: Sequence[Any], checkpoint: str, out_uri: str, options: dict[str, Any], device: str = "auto"
+) -> list[dict[str, Any]]:
     from u2pl_ray.serving.predictor import Segmenter
 
     segmenter = Segmenter.from_checkpoint(checkpoint, **options, device=device)
@@ -74,8 +95,16 @@ def _predict_ray(items: Sequence[Any], args: argparse.Namespace) -> list[dict[st
         concurrency = max(1, int(resources.get("CPU", 2) // (2 * args.cpus_per_actor)))
     concurrency = min(concurrency, len(items))
     print(f"Ray Data: {concurrency} actor(s), {gpus:g} GPU / {args.cpus_per_actor:g} CPU each", flush=True)
-    return predict_with_ray(items, args.checkpoint, args.output, _options(args), concurrency=concurrency,
-                            batch_size=args.batch_size, num_gpus=gpus, num_cpus=args.cpus_per_actor)
+    return predict_with_ray(
+        items,
+        args.checkpoint,
+        args.output,
+        _options(args),
+        concurrency=concurrency,
+        batch_size=args.batch_size,
+        num_gpus=gpus,
+        num_cpus=args.cpus_per_actor,
+    )
 
 
 def _inside(uri: str, folder: str) -> bool:
@@ -117,9 +146,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     order = {item.uri: i for i, item in enumerate(items)}
     records.sort(key=lambda r: order.get(r["input"], len(order)))
     failed = [r for r in records if not r["ok"]]
-    summary = {"checkpoint": args.checkpoint, "engine": engine, "inputs": len(items),
-               "written": len(records) - len(failed), "failed": len(failed),
-               "seconds": round(time.monotonic() - started, 2), "records": records}
+    summary = {
+        "checkpoint": args.checkpoint,
+        "engine": engine,
+        "inputs": len(items),
+        "written": len(records) - len(failed),
+        "failed": len(failed),
+        "seconds": round(time.monotonic() - started, 2),
+        "records": records,
+    }
     report_uri = join_uri(args.output, "predictions.json")
     try:
         write_text_atomic(report_uri, json.dumps(summary, indent=1))
@@ -128,8 +163,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     for record in failed:
         print(f"error: {record['error']}", file=sys.stderr)
-    print(f"{summary['written']}/{len(items)} images segmented in {summary['seconds']:.1f} s "
-          f"({engine}); outputs under {args.output}; report {report_uri}")
+    print(
+        f"{summary['written']}/{len(items)} images segmented in {summary['seconds']:.1f} s "
+        f"({engine}); outputs under {args.output}; report {report_uri}"
+    )
     return 1 if failed else 0
 
 

@@ -29,8 +29,11 @@ def _grids(run: str) -> list[str]:
 
     fs, path = resolve_filesystem(join_uri(run, "images"))
     infos = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
-    return sorted(join_uri(run, "images", i.base_name) for i in infos
-                  if i.type == pafs.FileType.File and i.base_name.startswith("val_") and i.base_name.endswith(".png"))
+    return sorted(
+        join_uri(run, "images", i.base_name)
+        for i in infos
+        if i.type == pafs.FileType.File and i.base_name.startswith("val_") and i.base_name.endswith(".png")
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -46,8 +49,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         curves = read_run_curves(args.run)
         if not curves.series:
-            print(f"error: {args.run} has no history yet (no checkpoint, summary.json or TensorBoard scalars)",
-                  file=sys.stderr)
+            print(
+                f"error: {args.run} has no history yet (no checkpoint, summary.json or TensorBoard scalars)",
+                file=sys.stderr,
+            )
             return 1
         written = write_curves(curves, args.out or join_uri(args.run, "plots"))
         grids = _grids(args.run)

@@ -44,13 +44,23 @@ DEFAULT_CONFIG = REPO / "configs" / "demo.yaml"
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m u2pl_ray.train", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m u2pl_ray.train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--config", help=f"YAML config (default: {DEFAULT_CONFIG.relative_to(REPO)})")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config key, e.g. --set method.drop_percent=70 (repeatable)")
-    p.add_argument("--resume", metavar="RUN",
-                   help="continue a stopped or finished run: its name under storage.path, or its folder/URI")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key, e.g. --set method.drop_percent=70 (repeatable)",
+    )
+    p.add_argument(
+        "--resume",
+        metavar="RUN",
+        help="continue a stopped or finished run: its name under storage.path, or its folder/URI",
+    )
     p.add_argument("--address", help="Ray address (default: RAY_ADDRESS, a running local cluster, or embedded)")
     return p
 
@@ -89,7 +99,9 @@ def _parent_uri(uri: str) -> str:
 
 def git_revision() -> str | None:
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=5)
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=5
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None if out.returncode == 0 else None
@@ -143,8 +155,9 @@ def fit_with_progress(trainer: Any, board: Any, printer: Any) -> tuple[Any, Base
     return box.get("result"), box.get("error")
 
 
-def build_summary(cfg: Config, run: Storage, result: Any, wall_s: float, config_path: str | None,
-                  global_batch: int) -> dict[str, Any]:
+def build_summary(
+    cfg: Config, run: Storage, result: Any, wall_s: float, config_path: str | None, global_batch: int
+) -> dict[str, Any]:
     meta: dict[str, Any] = {}
     if result is not None and result.checkpoint is not None:
         from u2pl_ray.engine.checkpoint import META
@@ -159,8 +172,10 @@ def build_summary(cfg: Config, run: Storage, result: Any, wall_s: float, config_
     def series(name: str) -> list[float]:
         return [h[f"val/{name}/miou"] for h in history if f"val/{name}/miou" in h]
 
-    per_model = {n: {"best_miou": max(series(n), default=None), "last_miou": (series(n) or [None])[-1]}
-                 for n in ("student", "teacher")}
+    per_model = {
+        n: {"best_miou": max(series(n), default=None), "last_miou": (series(n) or [None])[-1]}
+        for n in ("student", "teacher")
+    }
     chosen = [h["val/miou"] for h in history if "val/miou" in h]
     return {
         "best_miou": max(chosen, default=None),
@@ -198,8 +213,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
 
-def run_training(cfg: Config, name: str, storage: Storage, *, config_path: str | None = None,
-                 address: str | None = None) -> int:
+def run_training(
+    cfg: Config, name: str, storage: Storage, *, config_path: str | None = None, address: str | None = None
+) -> int:
     import ray
 
     from u2pl_ray.data.stream import load_dataset_info
@@ -212,19 +228,29 @@ def run_training(cfg: Config, name: str, storage: Storage, *, config_path: str |
     if init_ray(address):
         from u2pl_ray.data.stream import check_cpu_budget
 
-        check_cpu_budget(cfg.data, cfg.scaling.num_workers, cfg.scaling.cpus_per_worker,
-                         ray.cluster_resources().get("CPU", 0))
+        check_cpu_budget(
+            cfg.data, cfg.scaling.num_workers, cfg.scaling.cpus_per_worker, ray.cluster_resources().get("CPU", 0)
+        )
     run = storage.join(name)
     write_run_config(run, cfg)
-    print(f"run {name}: {cfg.schedule.epochs} epochs x {iters} iterations on {world} worker(s); "
-          f"storage {run.uri}", flush=True)
+    print(
+        f"run {name}: {cfg.schedule.epochs} epochs x {iters} iterations on {world} worker(s); storage {run.uri}",
+        flush=True,
+    )
     print(f"data: {describe_data(cfg, info)}", flush=True)
     board = ProgressBoard.remote()
     # TensorBoard writes local files; for object storage they are staged here and uploaded at the end.
     tb_dir = Path(run.path) / "tensorboard" if run.is_local else Path(tempfile.mkdtemp(prefix="u2pl-tb-"))
     printer = ProgressPrinter(cfg.schedule.epochs, tensorboard_dir=tb_dir if cfg.tensorboard else None)
-    trainer = build_trainer(cfg, name=name, storage=storage, dataset_info=info, iters_per_epoch=iters,
-                            datasets=train_datasets(cfg, info, iters, world), board=board)
+    trainer = build_trainer(
+        cfg,
+        name=name,
+        storage=storage,
+        dataset_info=info,
+        iters_per_epoch=iters,
+        datasets=train_datasets(cfg, info, iters, world),
+        board=board,
+    )
     try:
         result, error = fit_with_progress(trainer, board, printer)
         wall = time.monotonic() - started
@@ -265,8 +291,9 @@ def finish_artefacts(run: Storage, tb_dir: Path | None) -> None:
         if tb_dir is not None and not run.is_local and tb_dir.exists():
             target = run.join("tensorboard")
             run.fs.create_dir(target.path, recursive=True)
-            pafs.copy_files(str(tb_dir), target.path, source_filesystem=pafs.LocalFileSystem(),
-                            destination_filesystem=run.fs)
+            pafs.copy_files(
+                str(tb_dir), target.path, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=run.fs
+            )
         from u2pl_ray.viz import write_run_curves
 
         write_run_curves(run.uri)
@@ -278,10 +305,14 @@ def _print_summary(summary: dict[str, Any], path: str) -> None:
     def pct(v: float | None) -> str:
         return "-" if v is None else f"{100 * v:.2f}"
 
-    print(f"\ndone: {summary['iterations']} iterations in {summary['wall_s']:.0f} s "
-          f"({summary['images_per_s']:.1f} images/s)")
-    print(f"mIoU best {pct(summary['best_miou'])}, last {pct(summary['last_miou'])} | "
-          f"student best {pct(summary['student']['best_miou'])} | teacher best {pct(summary['teacher']['best_miou'])}")
+    print(
+        f"\ndone: {summary['iterations']} iterations in {summary['wall_s']:.0f} s "
+        f"({summary['images_per_s']:.1f} images/s)"
+    )
+    print(
+        f"mIoU best {pct(summary['best_miou'])}, last {pct(summary['last_miou'])} | "
+        f"student best {pct(summary['student']['best_miou'])} | teacher best {pct(summary['teacher']['best_miou'])}"
+    )
     if summary.get("stop_reason") == "stop":
         print(f"stopped early; continue with: python -m u2pl_ray.train --resume {summary['run_dir']}")
     print(f"summary: {path}", flush=True)

@@ -25,8 +25,9 @@ SWEEP_CONFIG = "sweep_config.yaml"
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m u2pl_ray.tune", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m u2pl_ray.tune", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--config", help="YAML config with a `tune:` section (default: configs/tune_demo.yaml)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--resume", metavar="SWEEP", help="continue an interrupted sweep: its name or folder/URI")
@@ -46,8 +47,11 @@ def run_trial(params: dict[str, Any], *, base: dict[str, Any], dataset_info: Any
     world = max(1, cfg.scaling.num_workers)
     iters = epoch_iterations(cfg, dataset_info, world)
     trainer = build_trainer(
-        cfg, name=ray.tune.get_context().get_trial_id(), storage=resolve_storage(trials_uri),
-        dataset_info=dataset_info, iters_per_epoch=iters,
+        cfg,
+        name=ray.tune.get_context().get_trial_id(),
+        storage=resolve_storage(trials_uri),
+        dataset_info=dataset_info,
+        iters_per_epoch=iters,
         datasets=train_datasets(cfg, dataset_info, iters, world),
         callbacks=[TuneReportCallback()],
     )
@@ -62,8 +66,12 @@ def _scheduler(cfg: Config) -> Any:
         return FIFOScheduler()
     validations = cfg.schedule.epochs // max(cfg.eval.every_epochs, 1) if cfg.eval.every_epochs else None
     max_t = sch.max_t or validations or 100
-    return ASHAScheduler(time_attr="training_iteration", max_t=max_t, grace_period=min(sch.grace_period, max_t),
-                         reduction_factor=sch.reduction_factor)
+    return ASHAScheduler(
+        time_attr="training_iteration",
+        max_t=max_t,
+        grace_period=min(sch.grace_period, max_t),
+        reduction_factor=sch.reduction_factor,
+    )
 
 
 def build_tuner(cfg: Config, sweep: Storage, name: str, dataset_info: Any, restore: bool) -> Any:
@@ -79,20 +87,29 @@ def build_tuner(cfg: Config, sweep: Storage, name: str, dataset_info: Any, resto
         {"CPU": 0.01},  # the trial function only waits; its Train workers hold the real resources
     )
     if restore:
-        return tune.Tuner.restore(sweep.join(name).path, trainable=trainable, resume_errored=True,
-                                  storage_filesystem=None if sweep.is_local else sweep.fs)
+        return tune.Tuner.restore(
+            sweep.join(name).path,
+            trainable=trainable,
+            resume_errored=True,
+            storage_filesystem=None if sweep.is_local else sweep.fs,
+        )
     return tune.Tuner(
         trainable,
         param_space=space,
         tune_config=tune.TuneConfig(
-            metric=cfg.tune.metric, mode=cfg.tune.mode, num_samples=cfg.tune.num_samples,
-            max_concurrent_trials=cfg.tune.max_concurrent, scheduler=_scheduler(cfg),
+            metric=cfg.tune.metric,
+            mode=cfg.tune.mode,
+            num_samples=cfg.tune.num_samples,
+            max_concurrent_trials=cfg.tune.max_concurrent,
+            scheduler=_scheduler(cfg),
             # The generator enforces the concurrency itself when it is given explicitly.
-            search_alg=tune.search.BasicVariantGenerator(random_state=cfg.tune.seed,
-                                                         max_concurrent=cfg.tune.max_concurrent),
+            search_alg=tune.search.BasicVariantGenerator(
+                random_state=cfg.tune.seed, max_concurrent=cfg.tune.max_concurrent
+            ),
         ),
-        run_config=tune.RunConfig(name=name, storage_path=sweep.path,
-                                  storage_filesystem=None if sweep.is_local else sweep.fs),
+        run_config=tune.RunConfig(
+            name=name, storage_path=sweep.path, storage_filesystem=None if sweep.is_local else sweep.fs
+        ),
     )
 
 
@@ -102,11 +119,19 @@ def write_outputs(cfg: Config, grid: Any, out: Storage) -> dict[str, str]:
     keys = list(cfg.tune.search_space)
     rows = rows_from_results(grid, cfg.tune.metric, keys)
     print(table_text(rows, keys, cfg.tune.metric))
-    paths = {"results": out.join("results.csv"), "best": out.join("best_config.yaml"), "plot": out.join("miou_vs_params.png")}
+    paths = {
+        "results": out.join("results.csv"),
+        "best": out.join("best_config.yaml"),
+        "plot": out.join("miou_vs_params.png"),
+    }
     paths["results"].write_text(table_csv(rows, keys, cfg.tune.metric))
     scored = [r for r in rows if r.best_metric is not None]
     if scored:
-        best = max(scored, key=lambda r: r.best_metric) if cfg.tune.mode == "max" else min(scored, key=lambda r: r.best_metric)
+        best = (
+            max(scored, key=lambda r: r.best_metric)
+            if cfg.tune.mode == "max"
+            else min(scored, key=lambda r: r.best_metric)
+        )
         paths["best"].write_text(best_config_yaml(config_to_dict(cfg), best))
     with tempfile.TemporaryDirectory() as tmp:
         png = Path(tmp) / "plot.png"
@@ -132,7 +157,9 @@ def resolve_sweep(args: argparse.Namespace) -> tuple[Config, Storage, str]:
 
         data = apply_overrides(yaml.safe_load(saved.read_text()), args.overrides)
         cfg = build_config(data, f"{saved.uri} with --set {' '.join(args.overrides)}")
-        parent = base.split("?", 1)[0].rstrip("/").rsplit("/", 1)[0] + (("?" + base.split("?", 1)[1]) if "?" in base else "")
+        parent = base.split("?", 1)[0].rstrip("/").rsplit("/", 1)[0] + (
+            ("?" + base.split("?", 1)[1]) if "?" in base else ""
+        )
         return cfg, resolve_storage(parent), folder.name
     cfg = load_config(args.config or DEFAULT_CONFIG, args.overrides)
     name = cfg.tune.name or f"{cfg.name}-sweep-{_dt.datetime.now():%Y%m%d-%H%M%S}"
@@ -156,8 +183,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if not args.resume:
         sweep.join(name, SWEEP_CONFIG).write_text(dump_config(cfg))
-    print(f"sweep {name}: {cfg.tune.num_samples} sample(s), {cfg.tune.max_concurrent} at a time; "
-          f"storage {sweep.join(name).uri}", flush=True)
+    print(
+        f"sweep {name}: {cfg.tune.num_samples} sample(s), {cfg.tune.max_concurrent} at a time; "
+        f"storage {sweep.join(name).uri}",
+        flush=True,
+    )
     grid = tuner.fit()
     outputs = write_outputs(cfg, grid, sweep.join(name))
     for what, uri in outputs.items():

@@ -24,7 +24,22 @@ from u2pl_ray.config.schema import (
 )
 
 __all__ = [
-    "Config", "ConfigError", "DataConfig", "EvalConfig", "FaultConfig", "MethodConfig", "ModelConfig",
-    "OptimConfig", "ScalingConfig", "ScheduleConfig", "StorageConfig", "SyntheticConfig",
-    "apply_overrides", "build_config", "config_to_dict", "dump_config", "load_config", "read_config_tree",
+    "Config",
+    "ConfigError",
+    "DataConfig",
+    "EvalConfig",
+    "FaultConfig",
+    "MethodConfig",
+    "ModelConfig",
+    "OptimConfig",
+    "ScalingConfig",
+    "ScheduleConfig",
+    "StorageConfig",
+    "SyntheticConfig",
+    "apply_overrides",
+    "build_config",
+    "config_to_dict",
+    "dump_config",
+    "load_config",
+    "read_config_tree",
 ]

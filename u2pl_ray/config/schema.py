@@ -102,7 +102,8 @@ class ModelConfig(Section):
 
 class MethodConfig(Section):
     name: Literal["u2pl", "unimatch", "supervised"] = Field(
-        "u2pl", description="the method (u2pl_ray.method.registry); supervised = labelled data only (SupOnly)")
+        "u2pl", description="the method (u2pl_ray.method.registry); supervised = labelled data only (SupOnly)"
+    )
     variant: Variant = "official"
     sup_only_epochs: int = Field(1, ge=0, description="supervised warm-up epochs (official S)")
     criterion: Literal["ce", "ohem"] = "ce"
@@ -135,7 +136,9 @@ class MethodConfig(Section):
     ema_decay: float = Field(0.99, ge=0, lt=1)
     # UniMatch
     conf_thresh: float = Field(0.95, ge=0, le=1, description="unimatch: pseudo-label confidence kept (>=)")
-    fp_dropout: float = Field(0.5, ge=0, lt=1, description="unimatch: channel dropout of the feature-perturbation stream")
+    fp_dropout: float = Field(
+        0.5, ge=0, lt=1, description="unimatch: channel dropout of the feature-perturbation stream"
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -203,8 +206,11 @@ class FaultConfig(Section):
     kind: Literal["raise", "exit", "nan", "checkpoint"] = "raise"
     once_marker: str | None = Field(None, description="file that makes the fault fire once across restarts")
     nan_steps: int | None = Field(None, gt=0, description="nan: non-finite losses in a row; null = from then on")
-    step_delay_s: float = Field(0.0, ge=0, description="sleep before every step: slows a tiny run so a test can "
-                                "stop a server or send a signal mid-run")
+    step_delay_s: float = Field(
+        0.0,
+        ge=0,
+        description="sleep before every step: slows a tiny run so a test can stop a server or send a signal mid-run",
+    )
 
 
 class SchedulerConfig(Section):
@@ -247,8 +253,9 @@ class Config(Section):
         "auto", description="per-phase step times in reports; auto = on CPU only (on GPU it synchronises)"
     )
     ray_train_log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
-        "WARNING", description="Ray Train's own console lines (worker group start, each checkpoint and report at "
-        "INFO); the trainer's progress lines are printed either way"
+        "WARNING",
+        description="Ray Train's own console lines (worker group start, each checkpoint and report at "
+        "INFO); the trainer's progress lines are printed either way",
     )
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)

@@ -54,7 +54,9 @@ def resolve_checkpoint_uri(uri: str, prefer: Literal["best", "latest"] = "best")
     if prefer == "best" and pointer.exists():
         return _keep_options(root.join(json.loads(pointer.read_text())["checkpoint"]).uri, uri)
     infos = root.fs.get_file_info(pafs.FileSelector(root.path, allow_not_found=True))
-    names = sorted(i.base_name for i in infos if i.type == pafs.FileType.Directory and i.base_name.startswith("checkpoint_"))
+    names = sorted(
+        i.base_name for i in infos if i.type == pafs.FileType.Directory and i.base_name.startswith("checkpoint_")
+    )
     if not names:
         raise CheckpointError(f"{uri} is neither a u2pl-ray checkpoint nor a run folder with checkpoints")
     return _keep_options(root.join(names[-1]).uri, uri)

@@ -47,7 +47,9 @@ def keep_best(checkpoint: Checkpoint, metrics: dict[str, Any]) -> str:
     fs.create_dir(target, recursive=True)
     copy_files(path, target, source_filesystem=fs, destination_filesystem=fs, use_threads=False)  # apache/arrow#32372
     pointer = {
-        "checkpoint": name, "iteration": int(metrics["iteration"]), "miou": float(metrics["val/miou"]),
+        "checkpoint": name,
+        "iteration": int(metrics["iteration"]),
+        "miou": float(metrics["val/miou"]),
         "epoch": int(metrics.get("epoch", 0)),
     }
     with fs.open_output_stream(f"{run_dir}/{BEST_POINTER}") as out:

@@ -88,8 +88,14 @@ def upload_files(directory: Path, fs: Any, dest: str, *, meta: bool) -> None:
         names = sorted(p.name for p in directory.iterdir() if p.is_file() and p.name != META)
     for name in names:
         # One stream per file; threads are unsafe for S3 uploads (apache/arrow#32372).
-        copy_files(str(directory / name), f"{dest.rstrip('/')}/{name}", source_filesystem=LocalFileSystem(),
-                   destination_filesystem=fs, chunk_size=64 << 20, use_threads=False)
+        copy_files(
+            str(directory / name),
+            f"{dest.rstrip('/')}/{name}",
+            source_filesystem=LocalFileSystem(),
+            destination_filesystem=fs,
+            chunk_size=64 << 20,
+            use_threads=False,
+        )
 
 
 def verify_checkpoint(directory: str | Path) -> dict[str, Any]:
@@ -146,7 +152,13 @@ def restore_rng(state: dict[str, Any]) -> None:
     random.setstate(_as_tuple(state["python"]))
     np_state = state["numpy"]
     np.random.set_state(
-        ("MT19937", np_state["keys"].numpy().astype(np.uint32), np_state["pos"], np_state["has_gauss"], np_state["gauss"])
+        (
+            "MT19937",
+            np_state["keys"].numpy().astype(np.uint32),
+            np_state["pos"],
+            np_state["has_gauss"],
+            np_state["gauss"],
+        )
     )
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():

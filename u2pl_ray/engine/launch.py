@@ -86,8 +86,14 @@ def epoch_iterations(cfg: Config, info: Any, world_size: int) -> int:
     from u2pl_ray.data.stream import iters_per_epoch
     from u2pl_ray.method import method_class
 
-    return iters_per_epoch(info, cfg.data, world_size, needs_unlabeled=method_class(cfg.method.name).needs_unlabeled,
-                           method=cfg.method.name, fixed=cfg.schedule.iters_per_epoch)
+    return iters_per_epoch(
+        info,
+        cfg.data,
+        world_size,
+        needs_unlabeled=method_class(cfg.method.name).needs_unlabeled,
+        method=cfg.method.name,
+        fixed=cfg.schedule.iters_per_epoch,
+    )
 
 
 def train_datasets(cfg: Config, info: Any, iters_per_epoch: int, world_size: int) -> dict[str, Any]:
@@ -96,9 +102,14 @@ def train_datasets(cfg: Config, info: Any, iters_per_epoch: int, world_size: int
     from u2pl_ray.method import method_class
 
     method = method_class(cfg.method.name)
-    return build_train_datasets(cfg.data, info, needs_unlabeled=method.needs_unlabeled,
-                                iters_per_epoch=iters_per_epoch, world_size=world_size,
-                                unlabeled_views=method.unlabeled_views)
+    return build_train_datasets(
+        cfg.data,
+        info,
+        needs_unlabeled=method.needs_unlabeled,
+        iters_per_epoch=iters_per_epoch,
+        world_size=world_size,
+        unlabeled_views=method.unlabeled_views,
+    )
 
 
 def resolve_storage(uri: str) -> Storage:
@@ -120,8 +131,15 @@ def write_run_config(run: Storage, cfg: Config) -> None:
 
 
 def build_trainer(
-    cfg: Config, *, name: str, storage: Storage, dataset_info: Any, iters_per_epoch: int,
-    datasets: dict[str, Any], board: Any = None, callbacks: list[Any] | None = None,
+    cfg: Config,
+    *,
+    name: str,
+    storage: Storage,
+    dataset_info: Any,
+    iters_per_epoch: int,
+    datasets: dict[str, Any],
+    board: Any = None,
+    callbacks: list[Any] | None = None,
 ) -> Any:
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
@@ -135,7 +153,9 @@ def build_trainer(
     if sc.use_gpu:
         resources["GPU"] = sc.gpus_per_worker
     scaling = ScalingConfig(
-        num_workers=sc.num_workers, use_gpu=sc.use_gpu, resources_per_worker=resources if sc.num_workers else None,
+        num_workers=sc.num_workers,
+        use_gpu=sc.use_gpu,
+        resources_per_worker=resources if sc.num_workers else None,
     )
     # Train V2's RunConfig at run time; Ray's static type is the V1 class, which lacks these keywords.
     run_config = RunConfig(  # type: ignore[call-arg]

@@ -49,8 +49,13 @@ def format_duration(seconds: float) -> str:
 class ProgressPrinter:
     """Turns board events into terminal lines and TensorBoard scalars."""
 
-    def __init__(self, total_epochs: int, stream: TextIO | None = None, interval_s: float = 30.0,
-                 tensorboard_dir: Path | None = None):
+    def __init__(
+        self,
+        total_epochs: int,
+        stream: TextIO | None = None,
+        interval_s: float = 30.0,
+        tensorboard_dir: Path | None = None,
+    ):
         self.total_epochs = total_epochs
         self.stream = stream or sys.stdout  # looked up now: sys.stdout may have been swapped since import
         self.tty = self.stream.isatty()
@@ -114,8 +119,11 @@ class ProgressPrinter:
 
     @staticmethod
     def _validation_line(e: dict[str, Any]) -> str:
-        scores = [f"{k.split('/')[1]} {100 * v:.2f}" for k, v in sorted(e.items())
-                  if k.startswith("val/") and k.endswith("/miou") and k.count("/") == 2]
+        scores = [
+            f"{k.split('/')[1]} {100 * v:.2f}"
+            for k, v in sorted(e.items())
+            if k.startswith("val/") and k.endswith("/miou") and k.count("/") == 2
+        ]
         best = e.get("best_miou", float("nan"))
         return f"validation at it {int(e.get('iteration', 0))}: mIoU " + ", ".join(scores) + f" (best {100 * best:.2f})"
 

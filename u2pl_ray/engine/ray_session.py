@@ -84,8 +84,12 @@ class RaySession:
         if self.rank == 0:
             upload_files(checkpoint_dir, fs, dest, meta=True)
             checkpoint = Checkpoint(dest, filesystem=fs)
-        ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=checkpoint_name,
-                         checkpoint_upload_mode=CheckpointUploadMode.NO_UPLOAD)
+        ray.train.report(
+            metrics,
+            checkpoint=checkpoint,
+            checkpoint_dir_name=checkpoint_name,
+            checkpoint_upload_mode=CheckpointUploadMode.NO_UPLOAD,
+        )
 
     @contextlib.contextmanager
     def latest_checkpoint(self) -> Iterator[Path | None]:
@@ -142,6 +146,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     cfg = build_config(loop_config["config"], source="run config")
     _apply_train_log_level(cfg.ray_train_log_level)
     session = RaySession(loop_config.get("board"), loop_config.get("run_uri"))
-    runner = Runner(cfg, session, loop_config["dataset_info"], loop_config["iters_per_epoch"],
-                    run_uri=loop_config.get("run_uri"))
+    runner = Runner(
+        cfg, session, loop_config["dataset_info"], loop_config["iters_per_epoch"], run_uri=loop_config.get("run_uri")
+    )
     runner.run()

@@ -48,8 +48,9 @@ class Progress:
 
 
 class Runner:
-    def __init__(self, cfg: Config, session: Session, dataset_info: Any, iters_per_epoch: int,
-                 run_uri: str | None = None):
+    def __init__(
+        self, cfg: Config, session: Session, dataset_info: Any, iters_per_epoch: int, run_uri: str | None = None
+    ):
         self.cfg = cfg
         self.run_uri = run_uri  # where rank 0 writes pictures; None = nowhere
         self.session = session
@@ -123,8 +124,11 @@ class Runner:
             epoch_end = self.progress.batch_in_epoch == self.iters_per_epoch
             if self.cfg.eval.every_iters and it % self.cfg.eval.every_iters == 0:
                 self.validate_and_checkpoint()
-            elif (self.cfg.storage.checkpoint_every_iters and it % self.cfg.storage.checkpoint_every_iters == 0
-                  and not (epoch_end and self.epoch_end_due(epoch + 1))):
+            elif (
+                self.cfg.storage.checkpoint_every_iters
+                and it % self.cfg.storage.checkpoint_every_iters == 0
+                and not (epoch_end and self.epoch_end_due(epoch + 1))
+            ):
                 # (at a validating epoch end, that validation's checkpoint is this iteration's)
                 self.checkpoint(self.progress_metrics(self.window.summary()), name=None)
             wait_start = time.perf_counter()
@@ -132,9 +136,13 @@ class Runner:
     def set_learning_rate(self) -> float:
         assert self.c is not None
         optimizer = self.c.optimizer
-        lrs = set_poly_lr(optimizer, [g["initial_lr"] for g in optimizer.param_groups],
-                          self.c.method.lr_iteration(self.progress.iteration), self.max_iters,
-                          self.cfg.schedule.poly_power)
+        lrs = set_poly_lr(
+            optimizer,
+            [g["initial_lr"] for g in optimizer.param_groups],
+            self.c.method.lr_iteration(self.progress.iteration),
+            self.max_iters,
+            self.cfg.schedule.poly_power,
+        )
         return lrs[0]
 
     def train_step(self, batch: Any) -> None:
@@ -145,8 +153,9 @@ class Runner:
         lr = self.set_learning_rate()
         inputs = c.to_device(batch)
         c.student.train()
-        loss, metrics = c.method.losses(c.student, c.teacher, inputs, epoch=prog.epoch, iteration=prog.iteration,
-                                        autocast=c.autocast)
+        loss, metrics = c.method.losses(
+            c.student, c.teacher, inputs, epoch=prog.epoch, iteration=prog.iteration, autocast=c.autocast
+        )
         loss = self.faults.corrupt_loss(prog.iteration, loss)
         bad = coll.any_rank(not bool(torch.isfinite(loss.detach()).item()), c.device)
         c.optimizer.zero_grad(set_to_none=True)
@@ -189,8 +198,12 @@ class Runner:
         if not self.is_rank0:
             return
         values = self.window.recent()
-        values.update(iteration=self.progress.iteration, epoch=self.progress.epoch, max_iters=self.max_iters,
-                      best_miou=self.progress.best_miou)
+        values.update(
+            iteration=self.progress.iteration,
+            epoch=self.progress.epoch,
+            max_iters=self.max_iters,
+            best_miou=self.progress.best_miou,
+        )
         values.update(self.c.method.progress_values())
         values.update({f"data/{k}": float(v) for k, v in self.c.stream.counters().items()})
         self.session.progress(values)
@@ -199,7 +212,9 @@ class Runner:
         """mIoU of the student, and of the teacher once the method selects it."""
         assert self.c is not None
         results: dict[str, float] = {}
-        with_teacher = self.c.teacher is not None and self.c.method.teacher_selected(self.cfg.method, self.progress.epoch)
+        with_teacher = self.c.teacher is not None and self.c.method.teacher_selected(
+            self.cfg.method, self.progress.epoch
+        )
         # Without SyncBatchNorm each rank's student keeps its own running statistics: score the student that
         # is saved, rank 0's, on every rank.
         coll.broadcast_buffers_(self.c.unwrapped_student)
@@ -241,9 +256,15 @@ class Runner:
         """`metrics` with where the run is: every report carries its iteration (the console and
         TensorBoard place it by that)."""
         prog = self.progress
-        return {**metrics, "iteration": prog.iteration, "epoch": prog.epoch, "max_iters": self.max_iters,
-                "best_miou": prog.best_miou, "best_iteration": prog.best_iteration,
-                "wall_s": time.perf_counter() - self._run_start}
+        return {
+            **metrics,
+            "iteration": prog.iteration,
+            "epoch": prog.epoch,
+            "max_iters": self.max_iters,
+            "best_miou": prog.best_miou,
+            "best_iteration": prog.best_iteration,
+            "wall_s": time.perf_counter() - self._run_start,
+        }
 
     def maybe_draw_pictures(self) -> None:
         """Rank 0 draws the pseudo-label grid every `eval.images_every` validations."""
@@ -261,8 +282,16 @@ class Runner:
             self._picture_samples = first_val_samples(self.cfg, self.info, 3)
         teacher = self.c.teacher if method.teacher_selected(self.cfg.method, self.progress.epoch) else None
         try:
-            write_pseudo_label_grid(self.run_uri, self.progress.iteration, self.c.unwrapped_student, teacher,
-                                    self._picture_samples, percent, self.cfg, classes=self.c.classes)
+            write_pseudo_label_grid(
+                self.run_uri,
+                self.progress.iteration,
+                self.c.unwrapped_student,
+                teacher,
+                self._picture_samples,
+                percent,
+                self.cfg,
+                classes=self.c.classes,
+            )
         except OSError as exc:  # a picture is not worth a failed run
             log.warning("could not write the pseudo-label picture: %s", exc)
 

@@ -54,9 +54,12 @@ class Components:
             return x.to(self.device, non_blocking=True).long() if x is not None else None
 
         return StepBatch(
-            image_l=self.normalize(batch.image_l), label_l=labels(batch.label_l),  # type: ignore[arg-type]
-            image_u=image(batch.image_u), ignore_u=labels(batch.pad_u),
-            image_u2=image(batch.image_u2), ignore_u2=labels(batch.pad_u2),
+            image_l=self.normalize(batch.image_l),
+            label_l=labels(batch.label_l),  # type: ignore[arg-type]
+            image_u=image(batch.image_u),
+            ignore_u=labels(batch.pad_u),
+            image_u2=image(batch.image_u2),
+            ignore_u2=labels(batch.pad_u2),
         )
 
     def backward_and_step(self, loss: Tensor) -> None:
@@ -68,7 +71,6 @@ class Components:
             else:
                 loss.backward()
                 self.optimizer.step()
-
 
 
 def pick_device(cfg: Config, session: Session) -> torch.device:
@@ -100,14 +102,20 @@ def build_optimizer(cfg: Config, model: nn.Module) -> torch.optim.Optimizer:
     backbone, head = model.parameter_groups()  # type: ignore[operator]
     groups = [
         {"params": list(backbone), "lr": cfg.optim.lr, "initial_lr": cfg.optim.lr},
-        {"params": list(head), "lr": cfg.optim.lr * cfg.optim.head_lr_mult,
-         "initial_lr": cfg.optim.lr * cfg.optim.head_lr_mult},
+        {
+            "params": list(head),
+            "lr": cfg.optim.lr * cfg.optim.head_lr_mult,
+            "initial_lr": cfg.optim.lr * cfg.optim.head_lr_mult,
+        },
     ]
     if cfg.optim.kind == "adamw":
         return torch.optim.AdamW(groups, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
     return torch.optim.SGD(
-        groups, lr=cfg.optim.lr, momentum=cfg.optim.momentum,
-        weight_decay=cfg.optim.weight_decay, nesterov=cfg.optim.nesterov,
+        groups,
+        lr=cfg.optim.lr,
+        momentum=cfg.optim.momentum,
+        weight_decay=cfg.optim.weight_decay,
+        nesterov=cfg.optim.nesterov,
     )
 
 
@@ -140,26 +148,51 @@ def build_components(cfg: Config, session: Session, info: Any, iters_per_epoch: 
         )
     torch.manual_seed(cfg.seed + 1000 * session.rank)  # dropout and the like differ per rank
     timer = PhaseTimer(timing_enabled(cfg.step_timing, device), device)
-    method = build_method(cfg.method, MethodContext(
-        num_classes=num_classes, total_epochs=cfg.schedule.epochs, iters_per_epoch=iters_per_epoch, device=device,
-        rep_dim=cfg.model.rep_dim, ignore_index=cfg.data.ignore_index,
-        gather=timer.wrap("allgather", coll.all_gather_rows), seed=cfg.seed + session.rank, phase=timer,
-        mean=tuple(cfg.data.mean), std=tuple(cfg.data.std),
-    ))
+    method = build_method(
+        cfg.method,
+        MethodContext(
+            num_classes=num_classes,
+            total_epochs=cfg.schedule.epochs,
+            iters_per_epoch=iters_per_epoch,
+            device=device,
+            rep_dim=cfg.model.rep_dim,
+            ignore_index=cfg.data.ignore_index,
+            gather=timer.wrap("allgather", coll.all_gather_rows),
+            seed=cfg.seed + session.rank,
+            phase=timer,
+            mean=tuple(cfg.data.mean),
+            std=tuple(cfg.data.std),
+        ),
+    )
     labeled, unlabeled = session.data_iterators()
     stream = TrainStream(
-        cfg.data, labeled=labeled, unlabeled=unlabeled if method.needs_unlabeled else None,
+        cfg.data,
+        labeled=labeled,
+        unlabeled=unlabeled if method.needs_unlabeled else None,
         unlabeled_views=method.unlabeled_views,
-        rank=session.rank, world_size=session.world_size, seed=cfg.seed, iters_per_epoch=iters_per_epoch,
+        rank=session.rank,
+        world_size=session.world_size,
+        seed=cfg.seed,
+        iters_per_epoch=iters_per_epoch,
         info=info,
     )
     scaler = torch.amp.GradScaler("cuda") if device.type == "cuda" and cfg.scaling.amp == "fp16" else None
     mean = torch.tensor(cfg.data.mean, device=device).view(1, 3, 1, 1)
     std = torch.tensor(cfg.data.std, device=device).view(1, 3, 1, 1)
     return Components(
-        cfg=cfg, device=device, student=wrapped, unwrapped_student=student, teacher=teacher,
-        optimizer=optimizer, scaler=scaler, method=method, stream=stream,
-        autocast=_autocast_factory(cfg, device), mean=mean, std=std, timer=timer,
+        cfg=cfg,
+        device=device,
+        student=wrapped,
+        unwrapped_student=student,
+        teacher=teacher,
+        optimizer=optimizer,
+        scaler=scaler,
+        method=method,
+        stream=stream,
+        autocast=_autocast_factory(cfg, device),
+        mean=mean,
+        std=std,
+        timer=timer,
         num_classes=num_classes,
         classes=[{"name": n, "color": list(c)} for n, c in zip(info.class_names, info.class_colors)],
     )

@@ -28,6 +28,7 @@ from u2pl_ray.engine.checkpoint import (
 log = logging.getLogger(__name__)
 P = TypeVar("P")
 
+
 def _split_method_state(state: dict[str, Any], shared_keys: tuple[str, ...]) -> tuple[dict[str, Any], dict[str, Any]]:
     """The method's state identical on every rank (e.g. U2PL's all-gathered memory bank: stored once with
     the weights) and the rest (its generators: per rank)."""
@@ -66,11 +67,17 @@ def save_state(directory: Path, c: Any, progress: Any, rank: int, cfg: Config, m
     method_shared, method_own = _split_method_state(c.method.state_dict(), type(c.method).rank_shared_state)
     stream_state = c.stream.state_dict() if hasattr(c.stream, "state_dict") else {}
     # Digests of what must be identical on every rank, stored by each rank (tests compare them).
-    save_torch({"rng": capture_rng(), "method": method_own, "stream": stream_state,
-                "shared_sha256": state_digest(method_shared),
-                "teacher_sha256": state_digest(c.teacher.state_dict()) if c.teacher is not None else None,
-                "student_buffers_sha256": state_digest(dict(c.unwrapped_student.named_buffers()))},
-               paths.rank(rank))
+    save_torch(
+        {
+            "rng": capture_rng(),
+            "method": method_own,
+            "stream": stream_state,
+            "shared_sha256": state_digest(method_shared),
+            "teacher_sha256": state_digest(c.teacher.state_dict()) if c.teacher is not None else None,
+            "student_buffers_sha256": state_digest(dict(c.unwrapped_student.named_buffers())),
+        },
+        paths.rank(rank),
+    )
     # The seal written by rank 0 lists every rank's file: a checkpoint missing one is not complete.
     entries = coll.all_gather_objects((paths.rank(rank).name, file_entry(paths.rank(rank))))
     if rank != 0:
@@ -87,11 +94,21 @@ def save_state(directory: Path, c: Any, progress: Any, rank: int, cfg: Config, m
     faults.during_checkpoint(progress.iteration, directory)
     (directory / "config.yaml").write_text(dump_config(cfg))
     numeric = {k: v for k, v in metrics.items() if isinstance(v, (int, float, str, bool))}
-    write_meta(directory, {
-        "iteration": progress.iteration, "epoch": progress.epoch, "version": __version__,
-        "metrics": numeric, "num_classes": c.num_classes, "classes": c.classes, "history": progress.history,
-        "resumes": progress.resumes, "world_size": len(entries),
-    }, other_files=dict(entries))
+    write_meta(
+        directory,
+        {
+            "iteration": progress.iteration,
+            "epoch": progress.epoch,
+            "version": __version__,
+            "metrics": numeric,
+            "num_classes": c.num_classes,
+            "classes": c.classes,
+            "history": progress.history,
+            "resumes": progress.resumes,
+            "world_size": len(entries),
+        },
+        other_files=dict(entries),
+    )
 
 
 def _load_module(module: Any, state: dict, what: str, directory: Path) -> None:

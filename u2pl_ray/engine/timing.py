@@ -41,6 +41,7 @@ class PhaseTimer:
 
     def wrap(self, name: str, fn: Callable) -> Callable:
         """`fn` timed as phase `name` (the memory bank's all-gather)."""
+
         def timed(*args, **kwargs):
             with self(name):
                 return fn(*args, **kwargs)

@@ -52,7 +52,11 @@ def confusion_over(
 
 
 def run_validation(
-    model: nn.Module, cfg: Config, info: Any, session: Any, device: torch.device,
+    model: nn.Module,
+    cfg: Config,
+    info: Any,
+    session: Any,
+    device: torch.device,
     autocast: Callable[[], AbstractContextManager],
 ) -> dict[str, float]:
     num_classes = cfg.model.num_classes or info.num_classes

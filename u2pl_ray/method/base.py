@@ -69,9 +69,16 @@ class Method(ABC):
     rank_shared_state: ClassVar[tuple[str, ...]] = ()
 
     @abstractmethod
-    def losses(self, student: nn.Module, teacher: nn.Module | None, batch: StepBatch, *, epoch: int,
-               iteration: int, autocast: Callable[[], AbstractContextManager] = contextlib.nullcontext,
-               ) -> tuple[Tensor, dict[str, float]]:
+    def losses(
+        self,
+        student: nn.Module,
+        teacher: nn.Module | None,
+        batch: StepBatch,
+        *,
+        epoch: int,
+        iteration: int,
+        autocast: Callable[[], AbstractContextManager] = contextlib.nullcontext,
+    ) -> tuple[Tensor, dict[str, float]]:
         """The total loss (float32, differentiable) of one iteration and its metrics."""
 
     def update_teacher(self, teacher: nn.Module | None, student: nn.Module, *, epoch: int, iteration: int) -> None:

@@ -44,9 +44,7 @@ class ContrastiveResult:
     terms: int  # positions that contributed a term
 
 
-def plan_positions(
-    selection: Selection, bank: MemoryBank, variant: str
-) -> tuple[list[tuple[int, int, int]], int, int]:
+def plan_positions(selection: Selection, bank: MemoryBank, variant: str) -> tuple[list[tuple[int, int, int]], int, int]:
     """(positions as (anchor class, prototype class, negative class), denominator, #valid classes).
 
     official: positions i over valid_classes, anchors/prototype of class i, negatives of class
@@ -58,9 +56,7 @@ def plan_positions(
         valid = [c for c, present in enumerate(selection.has_low_valid) if present]
         if len(valid) <= 1:
             return [], 0, len(valid)
-        positions = [
-            (i, i, c) for i, c in enumerate(valid) if selection.anchor_counts[i] > 0 and bank.count[c] > 0
-        ]
+        positions = [(i, i, c) for i, c in enumerate(valid) if selection.anchor_counts[i] > 0 and bank.count[c] > 0]
         return positions, len(valid), len(valid)
     valid = [c for c, n in enumerate(selection.anchor_counts) if n > 0]
     if len(valid) <= 1:

@@ -155,10 +155,12 @@ def select(
         negatives &= is_member
 
     anchor_class, anchor_flat = _class_major(anchors)
-    counts = torch.stack([
-        low_valid.transpose(0, 1).reshape(num_classes, -1).any(dim=1).long(),  # as long, to stack
-        torch.bincount(anchor_class, minlength=num_classes),
-    ]).tolist()  # one device-to-host copy
+    counts = torch.stack(
+        [
+            low_valid.transpose(0, 1).reshape(num_classes, -1).any(dim=1).long(),  # as long, to stack
+            torch.bincount(anchor_class, minlength=num_classes),
+        ]
+    ).tolist()  # one device-to-host copy
     neg_class, neg_row = negatives.t().nonzero().unbind(1)  # class-major, (b, y, x) order within
     neg_flat = pix[neg_row]
     return Selection(

@@ -26,7 +26,9 @@ Gather = Callable[[Tensor], Tensor]
 def pack_keys(keys: Tensor, classes: Tensor) -> Tensor:
     """Rows [key, class id] in float32; class ids are exact in float32 below 2**24."""
     if keys.dim() != 2 or classes.dim() != 1 or keys.shape[0] != classes.shape[0]:
-        raise ValueError(f"pack_keys needs keys [M, D] and classes [M], given {tuple(keys.shape)} and {tuple(classes.shape)}")
+        raise ValueError(
+            f"pack_keys needs keys [M, D] and classes [M], given {tuple(keys.shape)} and {tuple(classes.shape)}"
+        )
     return torch.cat([keys.detach().float(), classes.to(keys.device, torch.float32).unsqueeze(1)], dim=1)
 
 
@@ -165,7 +167,9 @@ class MemoryBank:
         for c, rows in enumerate(state["rows"]):
             n = int(state["counts"][c])
             if rows.shape != (n, self.dim):
-                raise ValueError(f"memory bank state: class {c} rows have shape {tuple(rows.shape)}, expected ({n}, {self.dim})")
+                raise ValueError(
+                    f"memory bank state: class {c} rows have shape {tuple(rows.shape)}, expected ({n}, {self.dim})"
+                )
             off = self.offsets[c]
             rows = rows.to(self.device, torch.float32)
             self.storage[off : off + n] = rows

@@ -22,9 +22,16 @@ class SupOnly(Method):
         self.ignore_index = ctx.ignore_index
         self.phase = ctx.phase
 
-    def losses(self, student: nn.Module, teacher: nn.Module | None, batch: StepBatch, *, epoch: int,
-               iteration: int, autocast: Callable[[], AbstractContextManager] = contextlib.nullcontext,
-               ) -> tuple[Tensor, dict[str, float]]:
+    def losses(
+        self,
+        student: nn.Module,
+        teacher: nn.Module | None,
+        batch: StepBatch,
+        *,
+        epoch: int,
+        iteration: int,
+        autocast: Callable[[], AbstractContextManager] = contextlib.nullcontext,
+    ) -> tuple[Tensor, dict[str, float]]:
         with self.phase("student_forward"), autocast():
             out = student(batch.image_l)
         with self.phase("sup_loss"):

@@ -27,9 +27,7 @@ def ce_loss(logits: Tensor, target: Tensor, ignore_index: int = 255) -> Tensor:
     return F.cross_entropy(logits.float(), target, ignore_index=ignore_index)
 
 
-def ohem_loss(
-    logits: Tensor, target: Tensor, *, thresh: float, min_kept: int, ignore_index: int = 255
-) -> Tensor:
+def ohem_loss(logits: Tensor, target: Tensor, *, thresh: float, min_kept: int, ignore_index: int = 255) -> Tensor:
     """Online hard example mining over one (per-worker) batch.
 
     With at least `min_kept` valid pixels, the kept pixels are those whose target-class probability
@@ -93,5 +91,13 @@ def labelled_loss(out: dict, label: Tensor, cfg: Any, ignore_index: int, num_lab
     if num_labeled is not None:
         pred = pred[:num_labeled]
         aux = aux[:num_labeled] if aux is not None else None
-    return supervised_loss(pred, label, aux=aux, criterion=cfg.criterion, aux_weight=cfg.aux_weight,
-                           ohem_thresh=cfg.ohem_thresh, ohem_min_kept=cfg.ohem_min_kept, ignore_index=ignore_index)
+    return supervised_loss(
+        pred,
+        label,
+        aux=aux,
+        criterion=cfg.criterion,
+        aux_weight=cfg.aux_weight,
+        ohem_thresh=cfg.ohem_thresh,
+        ohem_min_kept=cfg.ohem_min_kept,
+        ignore_index=ignore_index,
+    )

@@ -77,9 +77,16 @@ class U2PL(Method):
     def _supervised(self, out: dict, label_l: Tensor, num_labeled: int | None = None) -> Tensor:
         return labelled_loss(out, label_l, self.cfg, self.ignore_index, num_labeled)
 
-    def losses(self, student: nn.Module, teacher: nn.Module | None, batch: StepBatch, *, epoch: int,
-               iteration: int, autocast: Callable[[], AbstractContextManager] = contextlib.nullcontext,
-               ) -> tuple[Tensor, dict[str, float]]:
+    def losses(
+        self,
+        student: nn.Module,
+        teacher: nn.Module | None,
+        batch: StepBatch,
+        *,
+        epoch: int,
+        iteration: int,
+        autocast: Callable[[], AbstractContextManager] = contextlib.nullcontext,
+    ) -> tuple[Tensor, dict[str, float]]:
         """Total loss (float32, differentiable) and metrics for one iteration."""
         cfg = self.cfg
         image_l, label_l, image_u = batch.image_l, batch.label_l, batch.image_u
@@ -149,8 +156,12 @@ class U2PL(Method):
 
         with self.phase("unsup_loss"):
             unsup_res = unsupervised_loss(
-                upsample(pred_all[num_labeled:], size), pseudo, entropy_u, drop,
-                ignore_index=ignore, threshold=thresholds[0],
+                upsample(pred_all[num_labeled:], size),
+                pseudo,
+                entropy_u,
+                drop,
+                ignore_index=ignore,
+                threshold=thresholds[0],
             )
             unsup = unsup_res.loss * cfg.unsup_weight
 
@@ -162,8 +173,13 @@ class U2PL(Method):
             contra = raw = zero_of_outputs(out)
         total = sup + unsup + contra
         metrics = metrics_of(
-            sup=sup, unsup=unsup, contra=contra, contra_loss=raw, total=total,
-            reliable_share=unsup_res.reliable_share, unsup_threshold=thresholds[0],
+            sup=sup,
+            unsup=unsup,
+            contra=contra,
+            contra_loss=raw,
+            total=total,
+            reliable_share=unsup_res.reliable_share,
+            unsup_threshold=thresholds[0],
         )
         metrics.update(extra, drop_percent=drop, alpha_t=alpha, strong_aug=float(mixed))
         return total, metrics
@@ -176,22 +192,42 @@ class U2PL(Method):
         num_labeled = label_l.shape[0]
         with torch.no_grad():
             low_full, high_full = full_res_masks(
-                label_l, pseudo, entropy_u, thresholds[1], thresholds[2], variant=cfg.variant,
-                negative_high_entropy=cfg.negative_high_entropy, ignore_index=self.ignore_index,
+                label_l,
+                pseudo,
+                entropy_u,
+                thresholds[1],
+                thresholds[2],
+                variant=cfg.variant,
+                negative_high_entropy=cfg.negative_high_entropy,
+                ignore_index=self.ignore_index,
             )
             labels_small, low, high = downsample_nearest(
                 [torch.cat([label_l, pseudo]), low_full, high_full], (rep.shape[-2], rep.shape[-1])
             )
             selection = select(
-                torch.softmax(pred_t, dim=1), labels_small, low, high, num_labeled=num_labeled,
-                variant=cfg.variant, anchor_threshold=cfg.anchor_threshold,
-                negative_threshold=cfg.negative_threshold, low_rank=cfg.low_rank, high_rank=cfg.high_rank,
+                torch.softmax(pred_t, dim=1),
+                labels_small,
+                low,
+                high,
+                num_labeled=num_labeled,
+                variant=cfg.variant,
+                anchor_threshold=cfg.anchor_threshold,
+                negative_threshold=cfg.negative_threshold,
+                low_rank=cfg.low_rank,
+                high_rank=cfg.high_rank,
                 ignore_index=self.ignore_index,
             )
         assert self.memory_bank is not None
         result = contrastive_loss(
-            rep, rep_t, selection, self.memory_bank, variant=cfg.variant, num_queries=cfg.num_queries,
-            num_negatives=cfg.num_negatives, temperature=cfg.temperature, sampler=self.sampler,
+            rep,
+            rep_t,
+            selection,
+            self.memory_bank,
+            variant=cfg.variant,
+            num_queries=cfg.num_queries,
+            num_negatives=cfg.num_negatives,
+            temperature=cfg.temperature,
+            sampler=self.sampler,
             gather=self.gather,
         )
         extra = {

@@ -101,9 +101,12 @@ class UniMatch(Method):
             s2_mix.append(photometric(pixels2[i], g))
             cutmix_box(size, g)
         return StrongViews(
-            self._from_unit(torch.stack(s1)), self._from_unit(torch.stack(s2)),
-            self._from_unit(torch.stack(s1_mix)), self._from_unit(torch.stack(s2_mix)),
-            torch.stack(box1).to(self.device).bool(), torch.stack(box2).to(self.device).bool(),
+            self._from_unit(torch.stack(s1)),
+            self._from_unit(torch.stack(s2)),
+            self._from_unit(torch.stack(s1_mix)),
+            self._from_unit(torch.stack(s2_mix)),
+            torch.stack(box1).to(self.device).bool(),
+            torch.stack(box2).to(self.device).bool(),
         )
 
     def _to_unit(self, image: Tensor) -> Tensor:
@@ -113,18 +116,29 @@ class UniMatch(Method):
         return (image.to(self.device) * 255.0 - self.mean) / self.std
 
     # -- the loss ------------------------------------------------------------------------------
-    def losses(self, student: nn.Module, teacher: nn.Module | None, batch: StepBatch, *, epoch: int,
-               iteration: int, autocast: Callable[[], AbstractContextManager] = contextlib.nullcontext,
-               ) -> tuple[Tensor, dict[str, float]]:
+    def losses(
+        self,
+        student: nn.Module,
+        teacher: nn.Module | None,
+        batch: StepBatch,
+        *,
+        epoch: int,
+        iteration: int,
+        autocast: Callable[[], AbstractContextManager] = contextlib.nullcontext,
+    ) -> tuple[Tensor, dict[str, float]]:
         if batch.image_u is None or batch.image_u2 is None:
             raise ValueError("method.name='unimatch' needs two weak views of an unlabelled batch (image_u, image_u2)")
         with self.phase("strong_aug"), torch.no_grad():
             views = self.strong_views(batch.image_u, batch.image_u2)
         return self.losses_with_views(student, batch, views, autocast)
 
-    def losses_with_views(self, student: nn.Module, batch: StepBatch, views: StrongViews,
-                          autocast: Callable[[], AbstractContextManager] = contextlib.nullcontext,
-                          ) -> tuple[Tensor, dict[str, float]]:
+    def losses_with_views(
+        self,
+        student: nn.Module,
+        batch: StepBatch,
+        views: StrongViews,
+        autocast: Callable[[], AbstractContextManager] = contextlib.nullcontext,
+    ) -> tuple[Tensor, dict[str, float]]:
         """One iteration given its random strong views (what the official dataset hands the loop)."""
         cfg = self.cfg
         assert batch.image_u is not None and batch.image_u2 is not None
@@ -153,10 +167,12 @@ class UniMatch(Method):
         pred_u_s1, pred_u_s2 = upsample(output(out_s, "pred", "student"), size).chunk(2)
         conf_u_w, mask_u_w = pred_u_w.softmax(dim=1).max(dim=1)
 
-        mask1, conf1, ignore1 = (torch.where(box1, a, b) for a, b in
-                                 ((mask_mix, mask_u_w), (conf_mix, conf_u_w), (ignore_mix, ignore)))
-        mask2, conf2, ignore2 = (torch.where(box2, a, b) for a, b in
-                                 ((mask_mix, mask_u_w), (conf_mix, conf_u_w), (ignore_mix, ignore)))
+        mask1, conf1, ignore1 = (
+            torch.where(box1, a, b) for a, b in ((mask_mix, mask_u_w), (conf_mix, conf_u_w), (ignore_mix, ignore))
+        )
+        mask2, conf2, ignore2 = (
+            torch.where(box2, a, b) for a, b in ((mask_mix, mask_u_w), (conf_mix, conf_u_w), (ignore_mix, ignore))
+        )
 
         with self.phase("sup_loss"):
             labelled = {"pred": out["pred"][:num_lb]}
@@ -170,12 +186,19 @@ class UniMatch(Method):
             used = (conf_u_w >= thr) & (ignore != PADDED)
             loss_fp = masked_ce(pred_u_w_fp, mask_u_w, used, ignore != PADDED)
         # the representation and aux heads of the other forwards have no loss here: keep them in the graph
-        zero = zero_of_outputs({k: v for k, v in out.items() if k not in ("pred", "pred_fp", "aux")}) \
-            + zero_of_outputs(out_s)
+        zero = zero_of_outputs({k: v for k, v in out.items() if k not in ("pred", "pred_fp", "aux")}) + zero_of_outputs(
+            out_s
+        )
         total = (sup + STRONG_WEIGHT * loss_s1 + STRONG_WEIGHT * loss_s2 + FP_WEIGHT * loss_fp) / 2.0 + zero
         share = used.sum() / (ignore != PADDED).sum().clamp_min(1)
-        return total, metrics_of(sup=sup, unsup=(loss_s1 + loss_s2) / 2.0, fp=loss_fp, total=total,
-                                 reliable_share=share, strong_box_share=(box1.float().mean() + box2.float().mean()) / 2)
+        return total, metrics_of(
+            sup=sup,
+            unsup=(loss_s1 + loss_s2) / 2.0,
+            fp=loss_fp,
+            total=total,
+            reliable_share=share,
+            strong_box_share=(box1.float().mean() + box2.float().mean()) / 2,
+        )
 
     def state_dict(self) -> dict[str, Any]:
         return {"generator": self.generator.get_state()}

@@ -26,8 +26,14 @@ def _coin(p: float, generator: torch.Generator) -> bool:
     return float(torch.rand((), generator=generator)) < p
 
 
-def color_jitter(image: Tensor, generator: torch.Generator, brightness: float = 0.5, contrast: float = 0.5,
-                 saturation: float = 0.5, hue: float = 0.25) -> Tensor:
+def color_jitter(
+    image: Tensor,
+    generator: torch.Generator,
+    brightness: float = 0.5,
+    contrast: float = 0.5,
+    saturation: float = 0.5,
+    hue: float = 0.25,
+) -> Tensor:
     """torchvision's ColorJitter on one [3,H,W] image in [0, 1]: the four factors, applied in a random order."""
     order = torch.randperm(4, generator=generator).tolist()
     b = _uniform(1 - brightness, 1 + brightness, generator)
@@ -59,8 +65,15 @@ def photometric(image: Tensor, generator: torch.Generator) -> Tensor:
     return image
 
 
-def cutmix_box(size: int, generator: torch.Generator, p: float = 0.5, size_min: float = 0.02,
-               size_max: float = 0.4, ratio_1: float = 0.3, ratio_2: float = 1 / 0.3) -> Tensor:
+def cutmix_box(
+    size: int,
+    generator: torch.Generator,
+    p: float = 0.5,
+    size_min: float = 0.02,
+    size_max: float = 0.4,
+    ratio_1: float = 0.3,
+    ratio_2: float = 1 / 0.3,
+) -> Tensor:
     """[size, size] float mask, 1 inside the box: the official `obtain_cutmix_box`. With probability
     1 - p no box; else an area drawn uniformly in [size_min, size_max] x size^2 and, until the box fits,
     an aspect ratio in [ratio_1, ratio_2] and a corner (x, y) uniform over the image."""
@@ -75,5 +88,5 @@ def cutmix_box(size: int, generator: torch.Generator, p: float = 0.5, size_min: 
         y = int(torch.randint(0, size, (), generator=generator))
         if x + width <= size and y + height <= size:
             break
-    mask[y:y + height, x:x + width] = 1
+    mask[y : y + height, x : x + width] = 1
     return mask

@@ -56,18 +56,14 @@ class DeepStemResNet(Backbone):
         self._inplanes = 128
         self.layer1 = self._make_layer(64, layers[0], stride=1, dilation=1, first_dilation=1)
         self.layer2 = self._make_layer(128, layers[1], stride=2, dilation=1, first_dilation=1)
-        self.layer3 = self._make_layer(
-            256, layers[2], stride=2 if d3 == 1 else 1, dilation=d3, first_dilation=1
-        )
+        self.layer3 = self._make_layer(256, layers[2], stride=2 if d3 == 1 else 1, dilation=d3, first_dilation=1)
         if multi_grid:
             rates = [d4 * g for g in MULTI_GRID]
             if layers[3] != len(rates):
                 raise ValueError(f"multi-grid needs {len(rates)} blocks in layer4, the layout has {layers[3]}")
             self.layer4 = self._make_layer(512, layers[3], stride=1 if d4 > 1 else 2, rates=rates)
         else:
-            self.layer4 = self._make_layer(
-                512, layers[3], stride=2 if d4 == 1 else 1, dilation=d4, first_dilation=d3
-            )
+            self.layer4 = self._make_layer(512, layers[3], stride=2 if d4 == 1 else 1, dilation=d4, first_dilation=d3)
         self.low_channels, self.aux_channels, self.deep_channels = 256, 1024, 2048
         self._init_weights(zero_init_residual)
 

@@ -118,8 +118,7 @@ def load_backbone_weights(
     if mismatched:
         raise ValueError(
             f"backbone weights {uri} do not fit the {type(backbone).__name__} backbone: "
-            f"{len(mismatched)} shape mismatches: {', '.join(mismatched[:5])}"
-            + (" ..." if len(mismatched) > 5 else "")
+            f"{len(mismatched)} shape mismatches: {', '.join(mismatched[:5])}" + (" ..." if len(mismatched) > 5 else "")
         )
     # BN batch counters are bookkeeping that older files lack; their absence is not worth a warning.
     counted = [k for k in own if not k.endswith("num_batches_tracked")]

@@ -69,12 +69,22 @@ class EvalReport:
         gt_pixels = np.asarray(self.confusion).sum(1).tolist()
         return {
             "format": EVAL_FORMAT,
-            "checkpoint": self.checkpoint, "weights": self.weights, "iteration": self.iteration,
-            "data": self.data, "part": self.part, "settings": self.settings,
-            "num_images": self.num_images, "seconds": round(self.seconds, 3), "workers": self.workers,
-            "miou": self.miou, "miou_present_classes": self.miou_present, "pixel_accuracy": self.pixel_accuracy,
-            "per_class": [{"id": i, "name": n, "iou": v, "gt_pixels": int(p)}
-                          for i, (n, v, p) in enumerate(zip(self.class_names, self.iou, gt_pixels))],
+            "checkpoint": self.checkpoint,
+            "weights": self.weights,
+            "iteration": self.iteration,
+            "data": self.data,
+            "part": self.part,
+            "settings": self.settings,
+            "num_images": self.num_images,
+            "seconds": round(self.seconds, 3),
+            "workers": self.workers,
+            "miou": self.miou,
+            "miou_present_classes": self.miou_present,
+            "pixel_accuracy": self.pixel_accuracy,
+            "per_class": [
+                {"id": i, "name": n, "iou": v, "gt_pixels": int(p)}
+                for i, (n, v, p) in enumerate(zip(self.class_names, self.iou, gt_pixels))
+            ],
             "confusion": np.asarray(self.confusion).tolist(),
             **self.extra,
         }
@@ -86,15 +96,24 @@ class EvalReport:
         for name, iou, pixels in zip(self.class_names, self.iou, gt_pixels):
             lines.append(f"{name:<{width}}  {100 * iou:7.2f}  {int(pixels):11d}")
         lines.append("-" * (width + 22))
-        lines.append(f"{'mIoU':<{width}}  {100 * self.miou:7.2f}   (all {len(self.class_names)} classes; "
-                     f"{100 * self.miou_present:.2f} over the classes present)")
+        lines.append(
+            f"{'mIoU':<{width}}  {100 * self.miou:7.2f}   (all {len(self.class_names)} classes; "
+            f"{100 * self.miou_present:.2f} over the classes present)"
+        )
         lines.append(f"{'pixel acc.':<{width}}  {100 * self.pixel_accuracy:7.2f}")
         return "\n".join(lines)
 
 
-def evaluation_config(cfg: Config, *, data: str | None = None, mode: str | None = None,
-                      crop_size: int | None = None, stride_ratio: float | None = None,
-                      scales: Sequence[float] | None = None, flip: bool | None = None) -> Config:
+def evaluation_config(
+    cfg: Config,
+    *,
+    data: str | None = None,
+    mode: str | None = None,
+    crop_size: int | None = None,
+    stride_ratio: float | None = None,
+    scales: Sequence[float] | None = None,
+    flip: bool | None = None,
+) -> Config:
     """The checkpoint's config with the evaluation choices of the command line applied."""
     updates: dict[str, Any] = {}
     for key, value in (("mode", mode), ("crop_size", crop_size), ("stride_ratio", stride_ratio), ("flip", flip)):
@@ -126,17 +145,26 @@ def dataset_part(cfg: Config, part: str = "val") -> Any:
     elif part.endswith("/labeled"):
         rows = manifest.part(part.rsplit("/", 1)[0], "labeled")
     else:
-        raise DataError(f"cannot evaluate on {part!r}: use 'val' or 'SPLIT/labeled' "
-                        f"(splits of {redact(root)}: {', '.join(sorted(manifest.splits)) or 'none'})")
+        raise DataError(
+            f"cannot evaluate on {part!r}: use 'val' or 'SPLIT/labeled' "
+            f"(splits of {redact(root)}: {', '.join(sorted(manifest.splits)) or 'none'})"
+        )
     if rows.rows == 0:
         raise DataError(f"{redact(root)} has no images in {part!r}")
     if manifest.ignore_index != cfg.data.ignore_index:
-        raise DataError(f"dataset {redact(root)} uses ignore index {manifest.ignore_index}, the checkpoint "
-                        f"{cfg.data.ignore_index}")
+        raise DataError(
+            f"dataset {redact(root)} uses ignore index {manifest.ignore_index}, the checkpoint {cfg.data.ignore_index}"
+        )
     return DatasetInfo(
-        root=root, name=manifest.name, split=part,
-        class_names=tuple(c.name for c in manifest.classes), class_colors=tuple(c.color for c in manifest.classes),
-        ignore_index=manifest.ignore_index, labeled=PartInfo(), unlabeled=PartInfo(), val=rows,
+        root=root,
+        name=manifest.name,
+        split=part,
+        class_names=tuple(c.name for c in manifest.classes),
+        class_colors=tuple(c.color for c in manifest.classes),
+        ignore_index=manifest.ignore_index,
+        labeled=PartInfo(),
+        unlabeled=PartInfo(),
+        val=rows,
         source=manifest.source,
     )
 
@@ -147,8 +175,9 @@ def _counted(samples: Iterable[Any], box: list[int]) -> Iterator[Any]:
         yield sample
 
 
-def confusion_of_share(model: nn.Module, cfg: Config, info: Any, rank: int, world: int, num_classes: int,
-                       device: torch.device) -> tuple[np.ndarray, int]:
+def confusion_of_share(
+    model: nn.Module, cfg: Config, info: Any, rank: int, world: int, num_classes: int, device: torch.device
+) -> tuple[np.ndarray, int]:
     """(confusion matrix, images) of share `rank` of `world`, with the engine's validation code."""
     from u2pl_ray.data.stream import iter_val_samples
     from u2pl_ray.engine.validation import confusion_over
@@ -159,8 +188,9 @@ def confusion_of_share(model: nn.Module, cfg: Config, info: Any, rank: int, worl
     return matrix.mat.cpu().numpy(), count[0]
 
 
-def _share_task(state: dict[str, Any], cfg_dict: dict[str, Any], info: Any, rank: int, world: int,
-                num_classes: int, threads: int) -> tuple[np.ndarray, int]:
+def _share_task(
+    state: dict[str, Any], cfg_dict: dict[str, Any], info: Any, rank: int, world: int, num_classes: int, threads: int
+) -> tuple[np.ndarray, int]:
     from u2pl_ray.config import build_config
     from u2pl_ray.model import build_model
 
@@ -172,8 +202,16 @@ def _share_task(state: dict[str, Any], cfg_dict: dict[str, Any], info: Any, rank
     return confusion_of_share(model, cfg, info, rank, world, num_classes, device)
 
 
-def confusion_with_ray(model: nn.Module, cfg: Config, info: Any, num_classes: int, workers: int, *,
-                       num_gpus: float = 0.0, num_cpus: float = 1.0) -> tuple[np.ndarray, int]:
+def confusion_with_ray(
+    model: nn.Module,
+    cfg: Config,
+    info: Any,
+    num_classes: int,
+    workers: int,
+    *,
+    num_gpus: float = 0.0,
+    num_cpus: float = 1.0,
+) -> tuple[np.ndarray, int]:
     """Sums the confusion matrices of `workers` Ray tasks, one share each (Ray must be initialised)."""
     import ray
 
@@ -199,10 +237,22 @@ def spec_settings(spec: InferenceSpec) -> dict[str, Any]:
     return out
 
 
-def evaluate(checkpoint: str, *, data: str | None = None, part: str = "val", which: str = "auto",
-             mode: str | None = None, crop_size: int | None = None, stride_ratio: float | None = None,
-             scales: Sequence[float] | None = None, flip: bool | None = None, workers: int = 1,
-             num_gpus: float = 0.0, num_cpus: float = 1.0, device: str = "auto") -> EvalReport:
+def evaluate(
+    checkpoint: str,
+    *,
+    data: str | None = None,
+    part: str = "val",
+    which: str = "auto",
+    mode: str | None = None,
+    crop_size: int | None = None,
+    stride_ratio: float | None = None,
+    scales: Sequence[float] | None = None,
+    flip: bool | None = None,
+    workers: int = 1,
+    num_gpus: float = 0.0,
+    num_cpus: float = 1.0,
+    device: str = "auto",
+) -> EvalReport:
     """Scores a checkpoint. `workers` > 1 runs Ray tasks (call ray.init first); 1 runs in this process.
     Settings left None come from the checkpoint's own `eval` section."""
     from u2pl_ray.engine.artifacts import load_trained_model, resolve_checkpoint_uri
@@ -212,20 +262,30 @@ def evaluate(checkpoint: str, *, data: str | None = None, part: str = "val", whi
     started = time.monotonic()
     # a run folder names its best (or newest) checkpoint: the report names the one actually scored
     loaded = load_trained_model(resolve_checkpoint_uri(checkpoint), which=which)  # type: ignore[arg-type]
-    cfg = evaluation_config(loaded.cfg, data=data, mode=mode, crop_size=crop_size, stride_ratio=stride_ratio,
-                            scales=scales, flip=flip)
+    cfg = evaluation_config(
+        loaded.cfg, data=data, mode=mode, crop_size=crop_size, stride_ratio=stride_ratio, scales=scales, flip=flip
+    )
     info = dataset_part(cfg, part)
     num_classes = int(cfg.model.num_classes or loaded.meta.get("num_classes"))
     if info.num_classes != num_classes:
         raise ValueError(f"the model predicts {num_classes} classes but {info.root} has {info.num_classes}")
     if workers > 1:
-        matrix, images = confusion_with_ray(loaded.model, cfg, info, num_classes, workers,
-                                            num_gpus=num_gpus, num_cpus=num_cpus)
+        matrix, images = confusion_with_ray(
+            loaded.model, cfg, info, num_classes, workers, num_gpus=num_gpus, num_cpus=num_cpus
+        )
     else:
         matrix, images = confusion_of_share(loaded.model, cfg, info, 0, 1, num_classes, pick_device(device))
     return EvalReport(
-        checkpoint=loaded.source, weights=loaded.which, iteration=loaded.meta.get("iteration"), data=info.root,
-        part=part, settings=spec_settings(inference_spec(cfg)), class_names=list(info.class_names),
-        confusion=matrix, num_images=images, seconds=time.monotonic() - started, workers=max(1, workers),
+        checkpoint=loaded.source,
+        weights=loaded.which,
+        iteration=loaded.meta.get("iteration"),
+        data=info.root,
+        part=part,
+        settings=spec_settings(inference_spec(cfg)),
+        class_names=list(info.class_names),
+        confusion=matrix,
+        num_images=images,
+        seconds=time.monotonic() - started,
+        workers=max(1, workers),
         extra={"variant": cfg.method.variant},
     )

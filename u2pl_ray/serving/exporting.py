@@ -73,8 +73,10 @@ def check_inputs(prep: Preprocessing, height: int, width: int, seed: int = 0) ->
     (which shows that the spatial and batch axes are really free)."""
     gen = torch.Generator().manual_seed(seed)
     other = (height + max(8, height // 3) + 1, width + max(8, width // 5) + 3)
-    images = [torch.randint(0, 256, (1, 3, height, width), generator=gen, dtype=torch.uint8),
-              torch.randint(0, 256, (2, 3, *other), generator=gen, dtype=torch.uint8)]
+    images = [
+        torch.randint(0, 256, (1, 3, height, width), generator=gen, dtype=torch.uint8),
+        torch.randint(0, 256, (2, 3, *other), generator=gen, dtype=torch.uint8),
+    ]
     return [prep.normalise(image) for image in images]
 
 
@@ -85,9 +87,16 @@ def _export_bytes(wrapper: nn.Module, example: Tensor, fmt: Format) -> bytes:
             warnings.simplefilter("ignore")  # tracer and deprecation chatter; the check below is the proof
             if fmt == "onnx":
                 axes = {0: "batch", 2: "height", 3: "width"}
-                torch.onnx.export(wrapper, (example,), str(path), dynamo=False, input_names=["image"],
-                                  output_names=["logits"], dynamic_axes={"image": axes, "logits": axes},
-                                  opset_version=OPSET)
+                torch.onnx.export(
+                    wrapper,
+                    (example,),
+                    str(path),
+                    dynamo=False,
+                    input_names=["image"],
+                    output_names=["logits"],
+                    dynamic_axes={"image": axes, "logits": axes},
+                    opset_version=OPSET,
+                )
             else:
                 traced = torch.jit.trace(wrapper, example)
                 torch.jit.save(traced, str(path))
@@ -112,18 +121,26 @@ def compare(eager: list[np.ndarray], exported: list[np.ndarray], inputs: list[Te
     cases = []
     for e, o, x in zip(eager, exported, inputs):
         if e.shape != o.shape:
-            raise ExportCheckError(f"exported output shape {o.shape} differs from the eager {e.shape} for input "
-                                   f"{tuple(x.shape)}")
+            raise ExportCheckError(
+                f"exported output shape {o.shape} differs from the eager {e.shape} for input {tuple(x.shape)}"
+            )
         e64, o64 = e.astype(np.float64), o.astype(np.float64)
         diff = np.abs(o64 - e64)
         excess = diff - (ATOL + RTOL * np.abs(e64))
-        cases.append(CheckCase(list(x.shape), float(diff.max()), float(excess.max()),
-                               float((o.argmax(1) == e.argmax(1)).mean())))
+        cases.append(
+            CheckCase(list(x.shape), float(diff.max()), float(excess.max()), float((o.argmax(1) == e.argmax(1)).mean()))
+        )
     return cases
 
 
-def export_model(checkpoint: str, fmt: Format, out_uri: str | None = None, *, which: str = "auto",
-                 size: tuple[int, int] | None = None) -> ExportResult:
+def export_model(
+    checkpoint: str,
+    fmt: Format,
+    out_uri: str | None = None,
+    *,
+    which: str = "auto",
+    size: tuple[int, int] | None = None,
+) -> ExportResult:
     """Exports the checkpoint's teacher or student, checks it against the eager model, and writes the model
     file and `<name>.json` (preprocessing, classes, output semantics, the check's figures)."""
     from u2pl_ray.data.fs import split_query, write_bytes_atomic, write_text_atomic
@@ -144,9 +161,13 @@ def export_model(checkpoint: str, fmt: Format, out_uri: str | None = None, *, wh
     bad = [c for c in cases if not c.ok]
     if bad:
         raise ExportCheckError(
-            f"exported {fmt} model differs from the eager model: " + "; ".join(
+            f"exported {fmt} model differs from the eager model: "
+            + "; ".join(
                 f"input {c.shape}: max |diff| {c.max_abs_diff:.3g}, {c.worst_excess:.3g} over the tolerance "
-                f"(atol {ATOL}, rtol {RTOL})" for c in bad))
+                f"(atol {ATOL}, rtol {RTOL})"
+                for c in bad
+            )
+        )
     if out_uri is None:
         out_uri = f"u2pl_{loaded.which}_it{int(loaded.meta.get('iteration', 0)):08d}{SUFFIX[fmt]}"
     location, query = split_query(out_uri)
@@ -158,8 +179,9 @@ def export_model(checkpoint: str, fmt: Format, out_uri: str | None = None, *, wh
     return ExportResult(out_uri, json_uri, fmt, cases, sidecar)
 
 
-def describe(loaded: Any, prep: Preprocessing, fmt: Format, file_name: str, size: tuple[int, int],
-             cases: list[CheckCase]) -> dict[str, Any]:
+def describe(
+    loaded: Any, prep: Preprocessing, fmt: Format, file_name: str, size: tuple[int, int], cases: list[CheckCase]
+) -> dict[str, Any]:
     """The JSON written next to the exported model: everything needed to use it without this package."""
     meta = loaded.meta
     if fmt == "onnx":  # onnx/onnxruntime are the optional 'export' extra: imported only when used
@@ -175,20 +197,27 @@ def describe(loaded: Any, prep: Preprocessing, fmt: Format, file_name: str, size
         "model_format": fmt,
         **({"onnx_opset": OPSET} if fmt == "onnx" else {}),
         "input": {
-            "name": "image", "shape": ["batch", 3, "height", "width"], "dtype": "float32",
-            "export_size": list(size), "free_axes": ["batch", "height", "width"],
+            "name": "image",
+            "shape": ["batch", 3, "height", "width"],
+            "dtype": "float32",
+            "export_size": list(size),
+            "free_axes": ["batch", "height", "width"],
             "preprocessing": {k: pre[k] for k in ("color_order", "layout", "value_range", "normalise", "mean", "std")},
         },
         "output": {
-            "name": "logits", "shape": ["batch", pre["num_classes"], "height", "width"], "dtype": "float32",
+            "name": "logits",
+            "shape": ["batch", pre["num_classes"], "height", "width"],
+            "dtype": "float32",
             "semantics": "class logits (before softmax) at the input resolution: the network's stride-4 logits "
-                         "upsampled bilinearly with align_corners=True; class id = argmax over axis 1",
+            "upsampled bilinearly with align_corners=True; class id = argmax over axis 1",
         },
         "num_classes": pre["num_classes"],
         "classes": pre["classes"],
         "class_source": pre["class_source"],
         "checkpoint": {
-            "source": loaded.source, "weights": loaded.which, "iteration": meta.get("iteration"),
+            "source": loaded.source,
+            "weights": loaded.which,
+            "iteration": meta.get("iteration"),
             "epoch": meta.get("epoch"),
             "metrics": {k: v for k, v in (meta.get("metrics") or {}).items() if k.startswith("val/")},
             "backbone": loaded.cfg.model.backbone,
@@ -196,8 +225,10 @@ def describe(loaded: Any, prep: Preprocessing, fmt: Format, file_name: str, size
         "check": {
             "runtime": runtime,
             "tolerance": {"rtol": RTOL, "atol": ATOL, "rule": "|exported - eager| <= atol + rtol * |eager|"},
-            "cases": [{"input_shape": c.shape, "max_abs_diff": c.max_abs_diff,
-                       "argmax_agreement": c.argmax_agreement} for c in cases],
+            "cases": [
+                {"input_shape": c.shape, "max_abs_diff": c.max_abs_diff, "argmax_agreement": c.argmax_agreement}
+                for c in cases
+            ],
         },
         "torch_version": torch.__version__,
     }

@@ -102,8 +102,10 @@ def list_inputs(spec: str) -> list[InputItem]:
             else:
                 infos = fs.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True))
                 files = sorted(i.path for i in infos if i.type == pafs.FileType.File and _is_image(i.path))
-                items = [InputItem(join_uri(spec, posixpath.relpath(f, root)), _stem(posixpath.relpath(f, root)))
-                         for f in files]
+                items = [
+                    InputItem(join_uri(spec, posixpath.relpath(f, root)), _stem(posixpath.relpath(f, root)))
+                    for f in files
+                ]
         except OSError as exc:
             raise storage_error(exc, spec, "list") from None
     if not items:

@@ -35,9 +35,18 @@ class Segmenter:
     alpha: float = 0.5  # overlay opacity of the class colours
 
     @classmethod
-    def from_checkpoint(cls, uri: str, which: str = "auto", *, mode: str = "whole", crop_size: int | None = None,
-                        scales: Sequence[float] = (1.0,), flip: bool = False, device: str = "auto",
-                        alpha: float = 0.5) -> Segmenter:
+    def from_checkpoint(
+        cls,
+        uri: str,
+        which: str = "auto",
+        *,
+        mode: str = "whole",
+        crop_size: int | None = None,
+        scales: Sequence[float] = (1.0,),
+        flip: bool = False,
+        device: str = "auto",
+        alpha: float = 0.5,
+    ) -> Segmenter:
         from u2pl_ray.engine.artifacts import load_trained_model
 
         if mode not in ("whole", "slide"):
@@ -47,10 +56,19 @@ class Segmenter:
         spec = InferenceSpec(
             mode=mode,  # type: ignore[arg-type]
             crop_size=int(crop_size or loaded.cfg.eval.crop_size or loaded.cfg.data.crop_size),
-            stride_ratio=loaded.cfg.eval.stride_ratio, scales=tuple(float(s) for s in scales), flip=flip,
+            stride_ratio=loaded.cfg.eval.stride_ratio,
+            scales=tuple(float(s) for s in scales),
+            flip=flip,
         )
-        return cls(loaded.model.to(dev).eval(), Preprocessing.from_loaded(loaded), spec, dev,
-                   source=loaded.source, which=loaded.which, alpha=alpha)
+        return cls(
+            loaded.model.to(dev).eval(),
+            Preprocessing.from_loaded(loaded),
+            spec,
+            dev,
+            source=loaded.source,
+            which=loaded.which,
+            alpha=alpha,
+        )
 
     @torch.no_grad()
     def logits(self, image: Tensor) -> Tensor:
@@ -84,5 +102,11 @@ class Segmenter:
             return {"input": item.uri, "ok": False, "error": str(exc)}
         except Exception as exc:  # a write or model failure on this input; the message names it
             return {"input": item.uri, "ok": False, "error": f"{item.uri}: {type(exc).__name__}: {exc}"}
-        return {"input": item.uri, "ok": True, "mask": mask_uri, "overlay": overlay_uri,
-                "height": int(ids.shape[0]), "width": int(ids.shape[1])}
+        return {
+            "input": item.uri,
+            "ok": True,
+            "mask": mask_uri,
+            "overlay": overlay_uri,
+            "height": int(ids.shape[0]),
+            "width": int(ids.shape[1]),
+        }

@@ -28,8 +28,10 @@ class PredictActor:
         self.segmenter = Segmenter.from_checkpoint(checkpoint, **options)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        records = [self.segmenter.predict_to(InputItem(str(u), str(r)), self.out_uri)
-                   for u, r in zip(batch["uri"], batch["rel"])]
+        records = [
+            self.segmenter.predict_to(InputItem(str(u), str(r)), self.out_uri)
+            for u, r in zip(batch["uri"], batch["rel"])
+        ]
         columns: dict[str, list[Any]] = {k: [] for k in RECORD_KEYS}
         for record in records:
             columns["input"].append(record["input"])
@@ -43,8 +45,15 @@ class PredictActor:
 
 
 def predict_with_ray(
-    items: Sequence[InputItem], checkpoint: str, out_uri: str, options: dict[str, Any], *,
-    concurrency: int = 1, batch_size: int = 4, num_gpus: float = 0.0, num_cpus: float = 1.0,
+    items: Sequence[InputItem],
+    checkpoint: str,
+    out_uri: str,
+    options: dict[str, Any],
+    *,
+    concurrency: int = 1,
+    batch_size: int = 4,
+    num_gpus: float = 0.0,
+    num_cpus: float = 1.0,
 ) -> list[dict[str, Any]]:
     """Runs `PredictActor` over the inputs on the current Ray cluster (init it first). Returns one record
     per input, in no particular order."""

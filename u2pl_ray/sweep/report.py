@@ -31,21 +31,32 @@ def rows_from_results(results: Any, metric: str, keys: list[str]) -> list[TrialR
         values = frame[metric].dropna().tolist() if frame is not None and metric in frame else []
         iters = frame["iteration"].dropna().tolist() if frame is not None and "iteration" in frame else []
         config = result.config or {}
-        rows.append(TrialRow(
-            trial_id=str((result.metrics or {}).get("trial_id", result.path.rsplit("/", 1)[-1])),
-            params={k: config.get(k) for k in keys},
-            best_metric=max(values) if values else None,
-            iterations=int(max(iters)) if iters else 0,
-            reports=len(values),
-            status="error" if result.error else "done",
-        ))
+        rows.append(
+            TrialRow(
+                trial_id=str((result.metrics or {}).get("trial_id", result.path.rsplit("/", 1)[-1])),
+                params={k: config.get(k) for k in keys},
+                best_metric=max(values) if values else None,
+                iterations=int(max(iters)) if iters else 0,
+                reports=len(values),
+                status="error" if result.error else "done",
+            )
+        )
     return rows
 
 
 def table_text(rows: list[TrialRow], keys: list[str], metric: str) -> str:
     header = ["trial", *keys, f"best {metric}", "iterations", "reports", "status"]
-    body = [[r.trial_id, *[_fmt(r.params[k]) for k in keys], _fmt(r.best_metric), str(r.iterations),
-             str(r.reports), r.status] for r in sorted(rows, key=_rank)]
+    body = [
+        [
+            r.trial_id,
+            *[_fmt(r.params[k]) for k in keys],
+            _fmt(r.best_metric),
+            str(r.iterations),
+            str(r.reports),
+            r.status,
+        ]
+        for r in sorted(rows, key=_rank)
+    ]
     widths = [max(len(str(x)) for x in col) for col in zip(header, *body)]
     line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths))  # noqa: E731
     return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, body)])
@@ -91,7 +102,9 @@ def plot_params(rows: list[TrialRow], keys: list[str], metric: str, path: Path) 
         values = [r.params[key] for r in scored]
         numeric = all(isinstance(v, (int, float)) for v in values)
         xs = values if numeric else [str(v) for v in values]
-        ax.scatter(xs, [r.best_metric for r in scored], c=["tab:red" if r.status == "error" else "tab:blue" for r in scored])
+        ax.scatter(
+            xs, [r.best_metric for r in scored], c=["tab:red" if r.status == "error" else "tab:blue" for r in scored]
+        )
         if numeric and values and min(values) > 0 and max(values) / min(values) > 20:
             ax.set_xscale("log")
         ax.set_xlabel(key)

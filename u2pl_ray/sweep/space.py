@@ -23,7 +23,7 @@ def _domain(key: str, spec: Any) -> Any:
 
     if not isinstance(spec, dict) or len(spec) != 1:
         raise ConfigError(f"tune.search_space.{key}: expected one of {{{', '.join(KINDS)}: values}}, given {spec!r}")
-    (kind, values), = spec.items()
+    ((kind, values),) = spec.items()
     if kind not in KINDS:
         raise ConfigError(f"tune.search_space.{key}: unknown kind {kind!r}; allowed: {', '.join(KINDS)}")
     if not isinstance(values, list) or not values:
@@ -34,15 +34,17 @@ def _domain(key: str, spec: Any) -> Any:
         return tune.grid_search(values)
     bounds = {"uniform": 2, "loguniform": 2, "randint": 2, "quniform": 3}[kind]
     if len(values) != bounds or not all(isinstance(v, (int, float)) for v in values) or values[0] >= values[1]:
-        raise ConfigError(f"tune.search_space.{key}.{kind}: expected {bounds} numbers [low, high{', q' if bounds == 3 else ''}] "
-                          f"with low < high, given {values!r}")
+        raise ConfigError(
+            f"tune.search_space.{key}.{kind}: expected {bounds} numbers [low, high{', q' if bounds == 3 else ''}] "
+            f"with low < high, given {values!r}"
+        )
     if kind == "loguniform" and values[0] <= 0:
         raise ConfigError(f"tune.search_space.{key}.loguniform: bounds must be > 0, given {values!r}")
     return getattr(tune, kind)(*values)
 
 
 def _probe_values(spec: dict[str, list]) -> list[Any]:
-    (kind, values), = spec.items()
+    ((kind, values),) = spec.items()
     if kind in ("choice", "grid"):
         return list(values)
     if kind == "randint":
@@ -72,6 +74,8 @@ def build_search_space(base: dict[str, Any], space: dict[str, dict[str, Any]]) -
             try:
                 build_config(apply_params(base, {key: value}), source=f"tune.search_space.{key}")
             except ConfigError as exc:
-                raise ConfigError(f"tune.search_space.{key} can take {value!r}, which the config refuses:\n{exc}") from None
+                raise ConfigError(
+                    f"tune.search_space.{key} can take {value!r}, which the config refuses:\n{exc}"
+                ) from None
         domains[key] = domain
     return domains

@@ -12,7 +12,18 @@ from u2pl_ray.viz.pseudo_labels import (
 )
 
 __all__ = [
-    "ClassTable", "PseudoLabelGrid", "RunCurves", "class_table", "colorize", "first_val_samples", "overlay",
-    "read_run_curves", "render_pseudo_label_grid", "val_image_uri", "voc_palette", "write_curves",
-    "write_pseudo_label_grid", "write_run_curves",
+    "ClassTable",
+    "PseudoLabelGrid",
+    "RunCurves",
+    "class_table",
+    "colorize",
+    "first_val_samples",
+    "overlay",
+    "read_run_curves",
+    "render_pseudo_label_grid",
+    "val_image_uri",
+    "voc_palette",
+    "write_curves",
+    "write_pseudo_label_grid",
+    "write_run_curves",
 ]

@@ -46,8 +46,14 @@ def _wrap(draw: ImageDraw.ImageDraw, text: str, font, width: int) -> list[str]:
     return lines or [""]
 
 
-def compose_grid(rows: Sequence[Sequence[np.ndarray]], column_titles: Sequence[str],
-                 row_titles: Sequence[str] = (), title: str = "", gap: int = 6, font_size: int = 12) -> np.ndarray:
+def compose_grid(
+    rows: Sequence[Sequence[np.ndarray]],
+    column_titles: Sequence[str],
+    row_titles: Sequence[str] = (),
+    title: str = "",
+    gap: int = 6,
+    font_size: int = 12,
+) -> np.ndarray:
     """One uint8 [H, W, 3] picture: an optional title, the column titles (wrapped to the tile width),
     then per row its title line and its tiles. Tiles of one row must share a height; the column width is
     the widest tile."""

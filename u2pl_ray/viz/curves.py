@@ -145,8 +145,9 @@ def _figure(curves: RunCurves, panels: list[str], columns: int) -> Any:
             points = curves.get(tag)
             if points:
                 steps, values = zip(*points)
-                ax.plot(steps, values, marker="o" if len(points) < 30 else None, markersize=3,
-                        label=tag.split("/", 1)[1])
+                ax.plot(
+                    steps, values, marker="o" if len(points) < 30 else None, markersize=3, label=tag.split("/", 1)[1]
+                )
                 drawn = True
         if drawn:
             ax.legend(fontsize=8)

@@ -77,12 +77,15 @@ def colorize(label: np.ndarray, palette: np.ndarray) -> np.ndarray:
     """uint8 [H, W, 3] colours of an integer label map [H, W] through a [256, 3] palette."""
     label = np.asarray(label)
     if label.size and (label.min() < 0 or label.max() >= len(palette)):
-        raise ValueError(f"label values {int(label.min())}..{int(label.max())} outside the palette (0..{len(palette) - 1})")
+        raise ValueError(
+            f"label values {int(label.min())}..{int(label.max())} outside the palette (0..{len(palette) - 1})"
+        )
     return palette[label.astype(np.int64)]
 
 
-def overlay(image: np.ndarray, label: np.ndarray, palette: np.ndarray, alpha: float = 0.5,
-            ignore_index: int | None = 255) -> np.ndarray:
+def overlay(
+    image: np.ndarray, label: np.ndarray, palette: np.ndarray, alpha: float = 0.5, ignore_index: int | None = 255
+) -> np.ndarray:
     """The image [H, W, 3] uint8 with the label colours blended in at `alpha`; ignored pixels unchanged."""
     image = np.asarray(image)
     if image.shape[:2] != np.asarray(label).shape:

@@ -29,8 +29,14 @@ from u2pl_ray.viz.palette import class_table, colorize
 
 RELIABLE_COLOR = (46, 139, 87)
 UNRELIABLE_COLOR = (220, 20, 60)
-COLUMNS = ("image", "ground truth", "teacher pseudo-label", "teacher entropy (0..ln C)",
-           "reliable (green) / unreliable (red)", "student prediction")
+COLUMNS = (
+    "image",
+    "ground truth",
+    "teacher pseudo-label",
+    "teacher entropy (0..ln C)",
+    "reliable (green) / unreliable (red)",
+    "student prediction",
+)
 
 
 @dataclass
@@ -77,8 +83,14 @@ def _device_of(model: nn.Module) -> torch.device:
 
 @torch.no_grad()
 def sample_views(
-    student: nn.Module, teacher: nn.Module | None, samples: Sequence[tuple[Any, Tensor, Tensor]],
-    drop_percent: float, *, mean: Sequence[float], std: Sequence[float], max_side: int = 256,
+    student: nn.Module,
+    teacher: nn.Module | None,
+    samples: Sequence[tuple[Any, Tensor, Tensor]],
+    drop_percent: float,
+    *,
+    mean: Sequence[float],
+    std: Sequence[float],
+    max_side: int = 256,
 ) -> tuple[list[SampleView], float]:
     """Per-sample arrays for the grid, and the entropy threshold over all of them.
 
@@ -109,22 +121,32 @@ def sample_views(
     threshold = percentile(all_entropy, drop_percent)
     views = []
     for sample_id, image, label, pseudo, ent, pred in raw:
-        views.append(SampleView(
-            sample_id=sample_id,
-            image=image.round().to(torch.uint8).permute(1, 2, 0).cpu().numpy(),
-            label=label.cpu().numpy(),
-            pseudo_label=pseudo.cpu().numpy(),
-            entropy=ent.float().cpu().numpy(),
-            reliable=(ent < threshold).cpu().numpy(),  # at or above the percentile: dropped (>=)
-            prediction=pred.cpu().numpy(),
-        ))
+        views.append(
+            SampleView(
+                sample_id=sample_id,
+                image=image.round().to(torch.uint8).permute(1, 2, 0).cpu().numpy(),
+                label=label.cpu().numpy(),
+                pseudo_label=pseudo.cpu().numpy(),
+                entropy=ent.float().cpu().numpy(),
+                reliable=(ent < threshold).cpu().numpy(),  # at or above the percentile: dropped (>=)
+                prediction=pred.cpu().numpy(),
+            )
+        )
     return views, float(threshold)
 
 
 def render_pseudo_label_grid(
-    student: nn.Module, teacher: nn.Module | None, samples: Sequence[tuple[Any, Tensor, Tensor]],
-    drop_percent: float, *, mean: Sequence[float], std: Sequence[float], num_classes: int,
-    classes: Sequence[Any] | None = None, max_side: int = 256, tile_width: int = 160,
+    student: nn.Module,
+    teacher: nn.Module | None,
+    samples: Sequence[tuple[Any, Tensor, Tensor]],
+    drop_percent: float,
+    *,
+    mean: Sequence[float],
+    std: Sequence[float],
+    num_classes: int,
+    classes: Sequence[Any] | None = None,
+    max_side: int = 256,
+    tile_width: int = 160,
 ) -> PseudoLabelGrid:
     """One picture, a row of six panels per sample (see COLUMNS), each panel `tile_width` pixels wide."""
     views, threshold = sample_views(student, teacher, samples, drop_percent, mean=mean, std=std, max_side=max_side)
@@ -146,8 +168,10 @@ def render_pseudo_label_grid(
         titles.append(f"{view.sample_id}: reliable {100 * view.reliable_share:.1f}% of its pixels")
     total = np.concatenate([v.reliable.reshape(-1) for v in views])
     share = float(total.mean())
-    header = (f"drop percent {drop_percent:.2f}: entropy threshold {threshold:.4f}; "
-              f"reliable {100 * share:.1f}% of the pixels shown")
+    header = (
+        f"drop percent {drop_percent:.2f}: entropy threshold {threshold:.4f}; "
+        f"reliable {100 * share:.1f}% of the pixels shown"
+    )
     picture = compose_grid(rows, COLUMNS, titles, title=header)
     return PseudoLabelGrid(picture, views, threshold, share, drop_percent)
 
@@ -159,9 +183,15 @@ def val_image_uri(run_uri: str, iteration: int) -> str:
 
 
 def write_pseudo_label_grid(
-    run_uri: str, iteration: int, student: nn.Module, teacher: nn.Module | None,
-    samples: Sequence[tuple[Any, Tensor, Tensor]], drop_percent: float, cfg: Any,
-    classes: Sequence[Any] | None = None, max_side: int = 256,
+    run_uri: str,
+    iteration: int,
+    student: nn.Module,
+    teacher: nn.Module | None,
+    samples: Sequence[tuple[Any, Tensor, Tensor]],
+    drop_percent: float,
+    cfg: Any,
+    classes: Sequence[Any] | None = None,
+    max_side: int = 256,
 ) -> str:
     """Renders the grid with the run's normalisation and classes and writes RUN/images/val_<iteration>.png
     (iteration zero-padded to 8 digits, like the checkpoints). Returns the URI written."""
@@ -169,8 +199,15 @@ def write_pseudo_label_grid(
 
     num_classes = int(cfg.model.num_classes)
     grid = render_pseudo_label_grid(
-        student, teacher, samples, drop_percent, mean=cfg.data.mean, std=cfg.data.std,
-        num_classes=num_classes, classes=classes, max_side=max_side,
+        student,
+        teacher,
+        samples,
+        drop_percent,
+        mean=cfg.data.mean,
+        std=cfg.data.std,
+        num_classes=num_classes,
+        classes=classes,
+        max_side=max_side,
     )
     uri = val_image_uri(run_uri, iteration)
     write_bytes_atomic(uri, png_bytes(grid.picture))
