@@ -15,7 +15,7 @@ import pyarrow.fs as pafs
 import yaml
 
 from u2pl_ray.config import Config, build_config
-from u2pl_ray.engine.checkpoint import META, SHARED, CheckpointError, load_torch, verify_checkpoint
+from u2pl_ray.engine.checkpoint import META, SHARED, CheckpointError, checkpoint_dirs, load_torch, verify_checkpoint
 
 Which = Literal["teacher", "student", "auto"]
 
@@ -53,10 +53,7 @@ def resolve_checkpoint_uri(uri: str, prefer: Literal["best", "latest"] = "best")
     pointer = root.join("best.json")
     if prefer == "best" and pointer.exists():
         return _keep_options(root.join(json.loads(pointer.read_text())["checkpoint"]).uri, uri)
-    infos = root.fs.get_file_info(pafs.FileSelector(root.path, allow_not_found=True))
-    names = sorted(
-        i.base_name for i in infos if i.type == pafs.FileType.Directory and i.base_name.startswith("checkpoint_")
-    )
+    names = [path.rsplit("/", 1)[-1] for path in checkpoint_dirs(root.fs, root.path)]
     if not names:
         raise CheckpointError(f"{uri} is neither a u2pl-ray checkpoint nor a run folder with checkpoints")
     return _keep_options(root.join(names[-1]).uri, uri)

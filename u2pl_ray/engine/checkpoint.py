@@ -98,6 +98,15 @@ def upload_files(directory: Path, fs: Any, dest: str, *, meta: bool) -> None:
         )
 
 
+def checkpoint_dirs(fs: Any, folder: str) -> list[str]:
+    """Paths of the `checkpoint_*` folders in `folder` on a pyarrow filesystem, oldest first (names carry
+    the iteration); OSError when it cannot be listed. The one lister of a run's checkpoints."""
+    from pyarrow.fs import FileSelector, FileType
+
+    infos = fs.get_file_info(FileSelector(folder, allow_not_found=True))
+    return sorted(i.path for i in infos if i.type == FileType.Directory and i.base_name.startswith("checkpoint_"))
+
+
 def verify_checkpoint(directory: str | Path) -> dict[str, Any]:
     """Returns the checkpoint's meta after checking every listed file; raises CheckpointError."""
     directory = Path(directory)

@@ -15,18 +15,10 @@ import ray.train
 from ray.train import Checkpoint, CheckpointUploadMode
 
 from u2pl_ray.config import build_config
-from u2pl_ray.engine.checkpoint import CheckpointError, upload_files, verify_checkpoint
+from u2pl_ray.engine.checkpoint import CheckpointError, checkpoint_dirs, upload_files, verify_checkpoint
 from u2pl_ray.engine.collectives import barrier
 
 log = logging.getLogger(__name__)
-
-
-def _checkpoint_dirs(fs: Any, folder: str) -> list[str]:
-    """Paths of the checkpoint_* folders in `folder`, oldest first; OSError when it cannot be listed."""
-    from pyarrow.fs import FileSelector, FileType
-
-    infos = fs.get_file_info(FileSelector(folder, allow_not_found=True))
-    return sorted(i.path for i in infos if i.type == FileType.Directory and i.base_name.startswith("checkpoint_"))
 
 
 def resume_candidates(latest: Checkpoint | None, fs: Any, folder: str | None) -> list[Checkpoint]:
@@ -40,7 +32,7 @@ def resume_candidates(latest: Checkpoint | None, fs: Any, folder: str | None) ->
             fs, folder = latest.filesystem, latest.path.rstrip("/").rsplit("/", 1)[0]
     if folder is not None:
         try:
-            for path in _checkpoint_dirs(fs, folder):
+            for path in checkpoint_dirs(fs, folder):
                 paths.setdefault(path.rstrip("/"), Checkpoint(path, filesystem=fs))
         except OSError as exc:
             log.warning("cannot list %s for checkpoints: %s", folder, exc)

@@ -55,20 +55,24 @@ def resolve_weights_uri(uri: str) -> str:
     raise ValueError(f"unknown weights package {uri!r}; known: {PACKAGE_PREFIX}efficientnet_lite0")
 
 
-def _open_bytes(uri: str, storage_options: dict[str, Any] | None) -> io.BytesIO:
+def _open_bytes(uri: str) -> io.BytesIO:
+    """The file's bytes, from a local path or any URI the data layer reads (s3:// with its endpoint and
+    credentials options, gs://, ...): one place resolves storage URIs (u2pl_ray.data.fs)."""
+    from u2pl_ray.data.errors import DataError
+    from u2pl_ray.data.fs import read_bytes
+
     if "://" not in uri or uri.startswith("file://"):
         path = uri.removeprefix("file://")
         if not os.path.isfile(path):
             raise FileNotFoundError(f"backbone weights file not found: {uri}")
         with open(path, "rb") as f:
             return io.BytesIO(f.read())
-    import fsspec  # credentials and endpoint come from the environment or storage_options
-
     try:
-        with fsspec.open(uri, "rb", **(storage_options or {})) as f:
-            return io.BytesIO(f.read())
-    except FileNotFoundError as e:
-        raise FileNotFoundError(f"backbone weights file not found: {uri}") from e
+        return io.BytesIO(read_bytes(uri))
+    except DataError as exc:
+        if str(exc).startswith("not found"):
+            raise FileNotFoundError(f"backbone weights file not found: {uri}") from None
+        raise
 
 
 def _unwrap(obj: Any, uri: str) -> dict[str, torch.Tensor]:
@@ -86,10 +90,10 @@ def _unwrap(obj: Any, uri: str) -> dict[str, torch.Tensor]:
     return tensors
 
 
-def read_state_dict(uri: str, storage_options: dict[str, Any] | None = None) -> dict[str, torch.Tensor]:
+def read_state_dict(uri: str) -> dict[str, torch.Tensor]:
     """The tensors of a weights file, unwrapped from `state_dict`/`model` and without `module.`."""
     path = resolve_weights_uri(uri)
-    buf = _open_bytes(path, storage_options)
+    buf = _open_bytes(path)
     try:
         obj = torch.load(buf, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises several types for a bad or unsafe pickle
@@ -97,12 +101,10 @@ def read_state_dict(uri: str, storage_options: dict[str, Any] | None = None) -> 
     return _unwrap(obj, uri)
 
 
-def load_backbone_weights(
-    model_or_backbone: nn.Module, uri: str, storage_options: dict[str, Any] | None = None
-) -> LoadReport:
+def load_backbone_weights(model_or_backbone: nn.Module, uri: str) -> LoadReport:
     """Load a weights file into the backbone (of a SegmentationModel, or a backbone itself)."""
     backbone = getattr(model_or_backbone, "backbone", model_or_backbone)
-    state = read_state_dict(uri, storage_options)
+    state = read_state_dict(uri)
     adapt = getattr(backbone, "adapt_state_dict", None)
     if adapt is not None:
         state = adapt(state)
