@@ -144,31 +144,30 @@ def test_stop_and_resume_reproduces_an_uninterrupted_run(tmp_path, cache_dir):
         assert_same_state(load_checkpoint(a), load_checkpoint(b))
 
 
-@pytest.mark.timeout(600)
-def test_unimatch_trains_checkpoints_and_resumes_to_the_same_state(tmp_path, cache_dir):
-    """method.name=unimatch through the whole product path: two workers, two weak views per unlabelled
-    image from the stream, a failure after a checkpoint, and a resume that ends where a straight run does."""
-    common = [
-        f"--set=storage.path={tmp_path}",
-        f"--set=data.cache_dir={cache_dir}",
-        "--set=data.deterministic=true",
-        "--set=method.name=unimatch",
-        "--set=method.conf_thresh=0.5",
-        "--set=storage.checkpoint_every_iters=3",
-        "--set=eval.every_epochs=1",
-    ]
+@pytest.mark.timeout(420)
+def test_unimatch_trains_on_two_workers_with_two_views_per_unlabelled_image(tmp_path, cache_dir):
+    """method.name=unimatch through Ray Train and Ray Data: the stream's second weak view decoded in Ray
+    tasks (data.decode: ray), no teacher, the method's generators saved per rank (its exact resume is
+    tested in one process, tests/test_engine_runner.py)."""
     with local_ray():
-        assert train(*common, "--set=storage.name=straight") == 0
-        assert train(*common, "--set=storage.name=broken", "--set=fault.fail_at_iter=5") == 1
-        fs, broken = run_folder(str(tmp_path), "broken")
-        assert checkpoint_names(fs, broken)[-1] == "checkpoint_00000004"
-        assert train(f"--resume={broken}", "--set=fault.fail_at_iter=null") == 0
-    fs, straight = run_folder(str(tmp_path), "straight")
-    summary = read_json(fs, f"{straight}/summary.json")
+        rc = train(
+            f"--set=storage.path={tmp_path}",
+            "--set=storage.name=um",
+            f"--set=data.cache_dir={cache_dir}",
+            "--set=method.name=unimatch",
+            "--set=method.conf_thresh=0.5",
+            "--set=data.decode=ray",
+        )
+    assert rc == 0
+    summary = json.loads((tmp_path / "um" / "summary.json").read_text())
     assert [h["iteration"] for h in summary["history"]] == [4, 8] and summary["teacher"]["best_miou"] is None
     assert all(0 <= h["reliable_share"] <= 1 for h in summary["history"])  # UniMatch's confident-pixel share
-    with fetched(fs, f"{straight}/checkpoint_00000008") as a, fetched(fs, f"{broken}/checkpoint_00000008") as b:
-        first, second = load_checkpoint(a), load_checkpoint(b)
-    assert_same_state(first, second)
-    assert first["state"]["teacher"] == {} and "generator" in first["rank_1"]["method"]
-    assert [r["iteration"] for r in second["state"]["progress"]["resumes"]] == [4]
+    final = load_checkpoint(tmp_path / "um" / "checkpoint_00000008")
+    assert final["state"]["teacher"] == {} and final["rank_0"]["teacher_sha256"] is None
+    assert not torch_equal(final["rank_0"]["method"]["generator"], final["rank_1"]["method"]["generator"])
+
+
+def torch_equal(a, b):
+    import torch
+
+    return torch.equal(a, b)

@@ -142,3 +142,39 @@ def stop_when_sealed(
         except OSError:
             pass
         time.sleep(0.2)
+
+
+class FolderSession:
+    """The per-worker loop's surroundings in one process, without Ray: checkpoints are copied into a
+    local run folder, and a restart resumes from the newest one there (as RaySession does in storage)."""
+
+    rank, world_size, local_rank = 0, 1, 0
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.reports: list[dict[str, Any]] = []
+
+    def report(self, metrics: dict[str, Any], checkpoint_dir: Path | None, checkpoint_name: str | None) -> None:
+        import shutil
+
+        self.reports.append(dict(metrics))
+        if checkpoint_dir is not None:
+            shutil.copytree(checkpoint_dir, self.root / str(checkpoint_name))
+
+    def latest_checkpoint(self):
+        from contextlib import nullcontext
+
+        from u2pl_ray.engine.checkpoint import checkpoint_dirs
+
+        names = checkpoint_dirs(pafs.LocalFileSystem(), str(self.root))
+        return nullcontext(Path(names[-1]) if names else None)
+
+    def data_iterators(self) -> tuple[Any, Any]:
+        return None, None  # data.reader: local reads the plan's shards in this process
+
+    def progress(self, values: dict[str, Any]) -> None:
+        pass
+
+    def stop_requested(self) -> bool:
+        return False

@@ -73,6 +73,17 @@ class DataConfig(Section):
     ray_progress: bool = Field(
         False, description="Ray Data's progress bars and execution logs on the console (always in Ray's session logs)"
     )
+    reader: Literal["ray", "local"] = Field(
+        "ray",
+        description="local: the training process reads its plan's shards itself, without Ray Data "
+        "(deterministic mode only: one-process runs and tests)",
+    )
+
+    @model_validator(mode="after")
+    def _check_reader(self) -> DataConfig:
+        if self.reader == "local" and not self.deterministic:
+            raise ValueError("data.reader='local' reads a worker's own epoch plan: it needs data.deterministic=true")
+        return self
 
     @model_validator(mode="after")
     def _check_scale(self) -> DataConfig:

@@ -13,7 +13,10 @@ with order preserved; the datasets given to Ray Train are then left unsplit and 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any, Sequence
+
+import numpy as np
 
 from u2pl_ray.data.errors import DataError
 from u2pl_ray.data.info import DatasetInfo, stream_repeats
@@ -116,3 +119,16 @@ def plan_dataset(cfg, info: DatasetInfo, role: str, segments: Sequence[Segment],
     ds.context.execution_options.preserve_order = True  # the plan order is the point
     _set_context(ds, cfg)
     return ds
+
+
+def local_plan_rows(info: DatasetInfo, role: str, segments: Sequence[Segment]) -> Iterator[dict[str, Any]]:
+    """The rows of `segments` in plan order, read in this process (data.reader: local): the read task's
+    own body, without Ray Data; the batches have the columns Ray's numpy batches have."""
+    part = info.part(role)
+    for seg in segments:
+        item = {"segment": np.array([json.dumps({"paths": [part.shards[i].path for i in seg.shards],
+                                                 "rows": [part.shards[i].rows for i in seg.shards],
+                                                 "entries": seg.entries, "positions": seg.positions})])}
+        for table in read_segments(item, root=info.root, columns=role_columns(role), spec=None, epoch=None,
+                                   stream=ROLE_STREAM[role]):
+            yield {name: table.column(name).to_numpy(zero_copy_only=False) for name in table.column_names}

@@ -32,6 +32,7 @@ from u2pl_ray.data.datasets import (
     ROLE_STREAM,
     build_train_datasets,
     check_cpu_budget,
+    local_plan_rows,
     plan_dataset,
     train_dataset_config,
 )
@@ -66,14 +67,18 @@ class Batch:
 
 class TrainStream:
     def __init__(self, cfg, *, labeled: Any, unlabeled: Any = None, rank: int = 0, world_size: int = 1, seed: int = 0,
-                 iters_per_epoch: int, info: DatasetInfo | None = None, unlabeled_views: int = 1):
+                 iters_per_epoch: int, info: DatasetInfo | None = None, unlabeled_views: int = 1,
+                 read_unlabeled: bool | None = None):
         self.cfg = cfg
         self.info = info if info is not None else load_dataset_info(cfg, check_shards=False)
         self.rank, self.world_size, self.seed = int(rank), int(world_size), int(seed)
         self.iters = int(iters_per_epoch)
         self.shards = {"labeled": labeled, "unlabeled": unlabeled}
         # `unlabeled=None`: a method without unlabelled images (supervised).
-        self.roles = ["labeled"] + (["unlabeled"] if unlabeled is not None and self.info.num_unlabeled > 0 else [])
+        # read_unlabeled: whether the method reads unlabelled images (default: an unlabelled shard was given;
+        # the local reader has no shards and is told).
+        semi = unlabeled is not None if read_unlabeled is None else read_unlabeled
+        self.roles = ["labeled"] + (["unlabeled"] if semi and self.info.num_unlabeled > 0 else [])
         if not cfg.deterministic and labeled is None:
             raise DataError("TrainStream needs the labelled dataset shard (ray.train.get_dataset_shard('labeled'))")
         self.specs = {role: RowSpec.from_config(cfg, self.info.num_classes, self.seed, labeled=role == "labeled",
@@ -176,6 +181,10 @@ class TrainStream:
         lo, hi = first, max(stop, first + 1)
         while True:
             segments = plan_segments(part, self.seed, epoch, ROLE_STREAM[role], lo, hi, self.cfg.shuffle_buffer)
+            if self.cfg.reader == "local":
+                yield from local_plan_rows(self.info, role, segments)
+                lo, hi = hi, hi + max(_PLAN_EXTRA_ROWS, self.cfg.batch_size)
+                continue
             ds = plan_dataset(self.cfg, self.info, role, segments, self.specs[role], epoch)
             yield from ds.iter_batches(batch_size=max(_PULL_ROWS, self.cfg.batch_size), batch_format="numpy",
                                        prefetch_batches=max(1, self.cfg.prefetch_batches))

@@ -170,6 +170,7 @@ def build_components(cfg: Config, session: Session, info: Any, iters_per_epoch: 
         labeled=labeled,
         unlabeled=unlabeled if method.needs_unlabeled else None,
         unlabeled_views=method.unlabeled_views,
+        read_unlabeled=method.needs_unlabeled,
         rank=session.rank,
         world_size=session.world_size,
         seed=cfg.seed,
