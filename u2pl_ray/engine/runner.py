@@ -256,7 +256,7 @@ class Runner:
         """`metrics` with where the run is: every report carries its iteration (the console and
         TensorBoard place it by that)."""
         prog = self.progress
-        return {
+        out = {
             **metrics,
             "iteration": prog.iteration,
             "epoch": prog.epoch,
@@ -265,6 +265,9 @@ class Runner:
             "best_iteration": prog.best_iteration,
             "wall_s": time.perf_counter() - self._run_start,
         }
+        if self.c is not None and self.c.device.type == "cuda":  # this rank's peak since the run started
+            out["gpu/peak_memory_gib"] = torch.cuda.max_memory_allocated(self.c.device) / 2**30
+        return out
 
     def maybe_draw_pictures(self) -> None:
         """Rank 0 draws the pseudo-label grid every `eval.images_every` validations."""

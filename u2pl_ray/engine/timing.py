@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 import torch
 
 # How the U2PL step's phases add up to the figures of a report.
-FORWARD = ("student_forward", "teacher_forward", "teacher_pseudo_label")
+FORWARD = ("student_forward", "teacher_forward", "teacher_pseudo_label", "partner_pseudo_label")
 U2PL_EXTRA = ("strong_aug", "entropy_thresholds", "unsup_loss", "contrastive")
 
 
@@ -59,6 +59,7 @@ class PhaseTimer:
             "time/forward_s": sum(t.get(k, 0.0) for k in FORWARD),
             "time/u2pl_extra_s": max(sum(t.get(k, 0.0) for k in U2PL_EXTRA) - gather, 0.0),
             "time/allgather_s": gather,
+            "time/contrastive_s": max(t.get("contrastive", 0.0) - gather, 0.0),  # without its all-gather
             "time/sup_loss_s": t.get("sup_loss", 0.0),
             "time/backward_s": t.get("backward", 0.0),
             "time/ema_s": t.get("ema", 0.0),
