@@ -18,6 +18,7 @@ _spec.loader.exec_module(bq)
 # A few seconds of training: the tiny backbone on 32 px images, 2 x 2 iterations.
 TINY = [
     "model.backbone=tiny",
+    "method.sup_only_epochs=1",
     "model.pretrained=null",
     "model.output_stride=8",
     "model.aspp_dilations=[1,2,3]",
