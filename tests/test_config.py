@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 
 from u2pl_ray.config import ConfigError, dump_config, load_config
@@ -86,3 +88,29 @@ def test_log_level_is_case_insensitive():
 def test_split_names_with_underscores_stay_strings():
     assert load_config(None, ["data.split=1_8"]).data.split == "1_8"
     assert load_config(None, ["data.split='1_16'"]).data.split == "1_16"
+
+
+def test_split_names_need_no_quotes(tmp_path):
+    from u2pl_ray.config import load_config
+
+    assert load_config(None, ["data.split=732"]).data.split == "732"
+    assert load_config(None, ["data.split=1_8"]).data.split == "1_8"
+    path = tmp_path / "c.yaml"
+    path.write_text("data:\n  split: 1_16\n")
+    assert load_config(path).data.split == "1_16"  # YAML 1.1 alone reads 116
+    path.write_text("data:\n  split: 186\n")
+    cfg = load_config(path, ["data.synthetic.num_train=320", "optim.lr=3e-4", "eval.scales=[0.75,1]"])
+    assert cfg.data.split == "186" and cfg.data.synthetic.num_train == 320
+    assert cfg.optim.lr == 3e-4 and cfg.eval.scales == [0.75, 1.0]  # other values read as before
+
+
+def test_print_config_shows_the_resolved_config_and_starts_nothing(capsys, tmp_path):
+    from u2pl_ray.config import load_yaml
+    from u2pl_ray.train import main
+
+    tiny = Path(__file__).resolve().parent.parent / "configs" / "tiny.yaml"
+    args = ["--config", str(tiny), "--set", "data.split=732", "--set", f"storage.path={tmp_path / 'runs'}"]
+    assert main([*args, "--print-config"]) == 0
+    printed = load_yaml(capsys.readouterr().out)
+    assert printed["name"] == "tiny" and printed["data"]["split"] == "732" and printed["method"]["name"] == "u2pl"
+    assert not (tmp_path / "runs").exists()

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from u2pl_ray import __version__
-from u2pl_ray.config import Config, ConfigError, build_config, load_config
+from u2pl_ray.config import Config, ConfigError, build_config, dump_config, load_config, load_yaml
 from u2pl_ray.config.loader import apply_overrides
 from u2pl_ray.data.errors import DataError
 from u2pl_ray.engine.checkpoint import CheckpointError
@@ -62,6 +62,9 @@ def parser() -> argparse.ArgumentParser:
         help="continue a stopped or finished run: its name under storage.path, or its folder/URI",
     )
     p.add_argument("--address", help="Ray address (default: RAY_ADDRESS, a running local cluster, or embedded)")
+    p.add_argument(
+        "--print-config", action="store_true", help="print the resolved config (bases, --set, resume) as YAML and exit"
+    )
     return p
 
 
@@ -74,9 +77,8 @@ def resolve_run(args: argparse.Namespace) -> tuple[Config, str, Storage]:
         saved = run.join("config.yaml")
         if not saved.exists():
             raise ConfigError(f"--resume {args.resume}: {saved.uri} not found (is this a u2pl-ray run folder?)")
-        import yaml
 
-        data = apply_overrides(yaml.safe_load(saved.read_text()), args.overrides)
+        data = apply_overrides(load_yaml(saved.read_text()), args.overrides)
         name = run.name
         data.setdefault("storage", {})
         data["storage"]["name"] = name
@@ -206,6 +208,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if args.print_config:
+        print(dump_config(cfg), end="")
+        return 0
     try:
         return run_training(cfg, name, storage, config_path=args.config or str(DEFAULT_CONFIG), address=args.address)
     except (DataError, CheckpointError) as exc:

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from u2pl_ray.config import Config, ConfigError, config_to_dict, dump_config, load_config
+from u2pl_ray.config import Config, ConfigError, config_to_dict, dump_config, load_config, load_yaml
 from u2pl_ray.engine.launch import Storage, build_trainer, epoch_iterations, init_ray, resolve_storage, train_datasets
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "tune_demo.yaml"
@@ -150,12 +150,11 @@ def resolve_sweep(args: argparse.Namespace) -> tuple[Config, Storage, str]:
         saved = folder.join(SWEEP_CONFIG)
         if not saved.exists():
             raise ConfigError(f"--resume {args.resume}: {saved.uri} not found (is this a u2pl-ray sweep folder?)")
-        import yaml
 
         from u2pl_ray.config import build_config
         from u2pl_ray.config.loader import apply_overrides
 
-        data = apply_overrides(yaml.safe_load(saved.read_text()), args.overrides)
+        data = apply_overrides(load_yaml(saved.read_text()), args.overrides)
         cfg = build_config(data, f"{saved.uri} with --set {' '.join(args.overrides)}")
         parent = base.split("?", 1)[0].rstrip("/").rsplit("/", 1)[0] + (
             ("?" + base.split("?", 1)[1]) if "?" in base else ""

@@ -7,6 +7,7 @@ from u2pl_ray.config.loader import (
     config_to_dict,
     dump_config,
     load_config,
+    load_yaml,
     read_config_tree,
 )
 from u2pl_ray.config.schema import (
@@ -41,5 +42,6 @@ __all__ = [
     "config_to_dict",
     "dump_config",
     "load_config",
+    "load_yaml",
     "read_config_tree",
 ]

@@ -15,7 +15,27 @@ from pydantic import BaseModel, ValidationError
 from u2pl_ray.config.schema import Config
 
 BASE_KEY = "_base_"
-_UNDERSCORED_NUMBER = re.compile(r"^\d+(_\d+)+$")
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """YAML as PyYAML's safe loader reads it, except that digits joined by underscores stay strings: YAML
+    1.1 reads the split name 1_16 as the number 116 (and 1:20 as a base-60 number)."""
+
+
+_ConfigLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:int"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_ConfigLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:int",
+    re.compile(r"^(?:[-+]?0b[01]+|[-+]?0[0-7]+|[-+]?(?:0|[1-9][0-9]*)|[-+]?0x[0-9a-fA-F]+)$"),
+    list("-+0123456789"),
+)
+
+
+def load_yaml(text: str) -> Any:
+    """A config's YAML (files, --set values, saved run configs): split names such as 1_16 stay strings."""
+    return yaml.load(text, Loader=_ConfigLoader)  # noqa: S506 - a SafeLoader subclass
 
 
 class ConfigError(ValueError):
@@ -28,7 +48,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
     if data is None:
@@ -73,10 +93,8 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     key = key.strip()
     if not sep or not key or any(not part for part in key.split(".")):
         raise ConfigError(f"override {text!r} must look like section.key=value")
-    if _UNDERSCORED_NUMBER.match(raw.strip()):
-        return key.split("."), raw.strip()  # YAML 1.1 would read the split name 1_8 as the number 18
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = load_yaml(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
     return key.split("."), value

@@ -44,7 +44,9 @@ class SyntheticConfig(Section):
 
 class DataConfig(Section):
     root: str | None = Field(None, description="URI of a converted dataset; null = built-in synthetic")
-    split: str = Field("1_16", description="labelled/unlabelled split under root/splits/")
+    split: str = Field(
+        "1_16", description="labelled/unlabelled split under root/splits/ (a name: 1_16, 732, full, ...)"
+    )
     cache_dir: str = Field("~/.cache/u2pl-ray", description="where the synthetic dataset is generated")
     synthetic: SyntheticConfig = Field(default_factory=SyntheticConfig)
     batch_size: int = Field(4, gt=0, description="per worker, labelled and unlabelled alike")
@@ -78,6 +80,12 @@ class DataConfig(Section):
         description="local: the training process reads its plan's shards itself, without Ray Data "
         "(deterministic mode only: one-process runs and tests)",
     )
+
+    @field_validator("split", mode="before")
+    @classmethod
+    def _split_name(cls, value: Any) -> Any:
+        # `--set data.split=732` and `split: 732` are the split named 732 (bool is an int: leave it to fail)
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
     @model_validator(mode="after")
     def _check_reader(self) -> DataConfig:

@@ -12,9 +12,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pyarrow.fs as pafs
-import yaml
 
-from u2pl_ray.config import Config, build_config
+from u2pl_ray.config import Config, build_config, load_yaml
 from u2pl_ray.engine.checkpoint import META, SHARED, CheckpointError, checkpoint_dirs, load_torch, verify_checkpoint
 
 Which = Literal["teacher", "student", "auto"]
@@ -87,7 +86,7 @@ def load_trained_model(uri: str, which: Which = "auto", map_location: str = "cpu
         config_path = directory / "config.yaml"
         if not config_path.exists():
             raise CheckpointError(f"checkpoint {uri} has no config.yaml")
-        cfg = build_config(yaml.safe_load(config_path.read_text()), source=f"{uri}/config.yaml")
+        cfg = build_config(load_yaml(config_path.read_text()), source=f"{uri}/config.yaml")
         state = load_torch(directory / SHARED)
     if which == "auto":
         from u2pl_ray.method import method_class
