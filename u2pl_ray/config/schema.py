@@ -29,7 +29,7 @@ class SyntheticConfig(Section):
         default_factory=lambda: ["1_16", "1_8", "1_4", "full"],
         description="splits written, as 1_N (one in N labelled) or full",
     )
-    seed: int = 0
+    seed: int = Field(0, description="seed of the generated images and of the labelled subsets")
     fashion_mnist_dir: str | None = Field(
         "/usr/share/datasets/fashion-mnist",
         description="folder of Fashion-MNIST idx files; procedural objects when absent",
@@ -51,22 +51,41 @@ class DataConfig(Section):
     synthetic: SyntheticConfig = Field(default_factory=SyntheticConfig)
     batch_size: int = Field(4, gt=0, description="per worker, labelled and unlabelled alike")
     crop_size: int = Field(513, gt=0, description="square training crop")
-    scale_range: list[float] = Field(default_factory=lambda: [0.5, 2.0], min_length=2, max_length=2)
-    flip: bool = True
-    mean: list[float] = Field(default_factory=lambda: [123.675, 116.28, 103.53], min_length=3, max_length=3)
-    std: list[float] = Field(default_factory=lambda: [58.395, 57.12, 57.375], min_length=3, max_length=3)
-    ignore_index: int = Field(255, ge=0, le=255)
+    scale_range: list[float] = Field(
+        default_factory=lambda: [0.5, 2.0],
+        min_length=2,
+        max_length=2,
+        description="random resize range of the weak augmentation (spec §6.2: drawn in two halves around 1)",
+    )
+    flip: bool = Field(True, description="random horizontal flip in the weak augmentation")
+    mean: list[float] = Field(
+        default_factory=lambda: [123.675, 116.28, 103.53],
+        min_length=3,
+        max_length=3,
+        description="per-channel mean subtracted on the device (pixel units, RGB)",
+    )
+    std: list[float] = Field(
+        default_factory=lambda: [58.395, 57.12, 57.375],
+        min_length=3,
+        max_length=3,
+        description="per-channel standard deviation divided on the device (pixel units, RGB)",
+    )
+    ignore_index: int = Field(
+        255, ge=0, le=255, description="label value of pixels without a class (must match the dataset manifest)"
+    )
     label_pad_value: int | None = Field(
         None, ge=0, le=255, description="label of crop padding; null = variant default (official 0, paper 255)"
     )
     decode: Literal["worker", "ray"] = Field(
         "worker", description="decode+augment inside the training worker, or in a Ray Data map_batches stage"
     )
-    on_bad_sample: Literal["error", "skip"] = "error"
+    on_bad_sample: Literal["error", "skip"] = Field(
+        "error", description="a corrupt or inconsistent row: stop with an error naming it, or skip and count it"
+    )
     shuffle_buffer: int = Field(
         64, ge=0, description="rows of local shuffle per worker stream (deterministic: rows per shuffle window)"
     )
-    prefetch_batches: int = Field(2, ge=0)
+    prefetch_batches: int = Field(2, ge=0, description="batches each stream prepares ahead of the training loop")
     deterministic: bool = Field(
         False, description="batches of epoch e are a pure function of (seed, epoch, rank): resume reproduces a run"
     )
@@ -102,20 +121,29 @@ class DataConfig(Section):
 
 
 class ModelConfig(Section):
-    backbone: Literal["resnet101_deep", "resnet50", "resnet18", "efficientnet_lite0", "tiny"] = "resnet101_deep"
+    backbone: Literal["resnet101_deep", "resnet50", "resnet18", "efficientnet_lite0", "tiny"] = Field(
+        "resnet101_deep",
+        description="encoder: the official deep-stem ResNet-101, torchvision ResNets, EfficientNet-Lite0, or a tiny test net",
+    )
     pretrained: str | None = Field(
         None, description="path or URI of backbone weights; 'package:efficientnet_lite0' for the bundled ones"
     )
     num_classes: int | None = Field(None, gt=1, description="null = from the dataset manifest")
-    output_stride: Literal[8, 16] = 8
-    multi_grid: bool = True
-    aspp_dilations: list[int] = Field(default_factory=lambda: [12, 24, 36], min_length=3, max_length=3)
-    decoder_channels: int = Field(256, gt=0)
-    low_level_channels: int = Field(256, gt=0)
-    rep_head: bool = True
-    rep_dim: int = Field(256, gt=0)
-    aux_head: bool = False
-    dropout: float = Field(0.1, ge=0, lt=1)
+    output_stride: Literal[8, 16] = Field(
+        8, description="encoder output stride (8: dilated last two stages, as U2PL; 16: last stage)"
+    )
+    multi_grid: bool = Field(True, description="dilations 1/2/4 in the last stage's blocks (DeepLabv3 multi-grid)")
+    aspp_dilations: list[int] = Field(
+        default_factory=lambda: [12, 24, 36], min_length=3, max_length=3, description="the three ASPP atrous rates"
+    )
+    decoder_channels: int = Field(256, gt=0, description="channels of ASPP and of the decoder's fusion convolutions")
+    low_level_channels: int = Field(
+        256, gt=0, description="channels the stride-4 features are reduced to before fusion"
+    )
+    rep_head: bool = Field(True, description="the representation head U2PL's contrastive loss reads")
+    rep_dim: int = Field(256, gt=0, description="representation (contrastive feature) dimension")
+    aux_head: bool = Field(False, description="an auxiliary classifier on the stride-16 features (Cityscapes)")
+    dropout: float = Field(0.1, ge=0, lt=1, description="dropout before the classifier")
     sync_bn: bool = Field(True, description="SyncBatchNorm across workers (GPU only)")
 
 
@@ -123,36 +151,52 @@ class MethodConfig(Section):
     name: Literal["u2pl", "unimatch", "supervised"] = Field(
         "u2pl", description="the method (u2pl_ray.method.registry); supervised = labelled data only (SupOnly)"
     )
-    variant: Variant = "official"
+    variant: Variant = Field(
+        "official", description="u2pl: official = the official code number for number, paper = the paper's equations"
+    )
     sup_only_epochs: int = Field(1, ge=0, description="supervised warm-up epochs (official S)")
-    criterion: Literal["ce", "ohem"] = "ce"
-    ohem_thresh: float = Field(0.7, gt=0, le=1)
-    ohem_min_kept: int = Field(100_000, ge=0)
-    aux_weight: float = Field(0.4, ge=0)
+    criterion: Literal["ce", "ohem"] = Field("ce", description="supervised loss: cross-entropy, or OHEM (Cityscapes)")
+    ohem_thresh: float = Field(
+        0.7, gt=0, le=1, description="OHEM: keep pixels whose target probability is at most this (or the min_kept-th)"
+    )
+    ohem_min_kept: int = Field(
+        100_000, ge=0, description="OHEM: at least this many pixels per batch (0 = plain cross-entropy)"
+    )
+    aux_weight: float = Field(0.4, ge=0, description="weight of the aux head's supervised loss")
     # unsupervised loss
     drop_percent: float = Field(80.0, ge=0, le=100, description="entropy percentile kept at epoch 0")
-    unsup_weight: float = Field(1.0, ge=0)
-    strong_aug: Literal["cutmix", "cutout", "classmix", "none"] = "cutmix"
-    strong_aug_prob: float = Field(0.5, ge=0, le=1)
+    unsup_weight: float = Field(1.0, ge=0, description="u2pl: weight of the unsupervised loss (lambda_u)")
+    strong_aug: Literal["cutmix", "cutout", "classmix", "none"] = Field(
+        "cutmix", description="u2pl: strong augmentation of the unlabelled batch"
+    )
+    strong_aug_prob: float = Field(
+        0.5, ge=0, le=1, description="u2pl: chance per iteration that the strong augmentation is applied"
+    )
     # contrastive loss
-    contrastive: bool = True
+    contrastive: bool = Field(
+        True, description="u2pl: the unreliable-pixel contrastive loss (off: the no-contrastive ablation)"
+    )
     contra_weight: float | None = Field(None, ge=0, description="null = variant default (official 1, paper 0.1)")
     contra_grad_scale: float = Field(
         0.25, gt=0, le=1, description="official: 1/W of the official launch (VOC 4 GPUs = 0.25)"
     )
     low_entropy_threshold: float = Field(20.0, ge=0, le=100, description="alpha_0, percent")
-    negative_high_entropy: bool = True
-    low_rank: int = Field(3, ge=1)
-    high_rank: int = Field(20, ge=2)
+    negative_high_entropy: bool = Field(
+        True, description="u2pl: unlabelled negatives from high-entropy pixels (official)"
+    )
+    low_rank: int = Field(3, ge=1, description="u2pl: r_l, negatives' classes ranked from here")
+    high_rank: int = Field(20, ge=2, description="u2pl: r_h, negatives' classes ranked below this")
     anchor_threshold: float = Field(0.3, ge=0, le=1, description="delta_p")
-    negative_threshold: float = Field(1.0, ge=0, le=1)
+    negative_threshold: float = Field(
+        1.0, ge=0, le=1, description="u2pl: negatives need a probability below this (1 = nearly inert)"
+    )
     num_queries: int = Field(256, gt=0, description="anchors per class")
     num_negatives: int = Field(50, gt=0, description="negatives per anchor")
-    temperature: float = Field(0.5, gt=0)
-    bank_size_class0: int = Field(50_000, gt=0)
-    bank_size: int = Field(30_000, gt=0)
+    temperature: float = Field(0.5, gt=0, description="u2pl: temperature of the contrastive loss")
+    bank_size_class0: int = Field(50_000, gt=0, description="u2pl: memory bank capacity of class 0 (background)")
+    bank_size: int = Field(30_000, gt=0, description="u2pl: memory bank capacity of every other class")
     # teacher
-    ema_decay: float = Field(0.99, ge=0, lt=1)
+    ema_decay: float = Field(0.99, ge=0, lt=1, description="u2pl: upper bound of the EMA teacher's decay")
     # UniMatch
     conf_thresh: float = Field(0.95, ge=0, le=1, description="unimatch: pseudo-label confidence kept (>=)")
     fp_dropout: float = Field(
@@ -179,34 +223,38 @@ class OptimConfig(Section):
     kind: Literal["sgd", "adamw"] = Field("sgd", description="sgd = official; adamw converges faster at CPU scale")
     lr: float = Field(0.001, gt=0, description="backbone learning rate")
     head_lr_mult: float = Field(10.0, gt=0, description="decoder/aux lr = lr x this")
-    momentum: float = Field(0.9, ge=0, lt=1)
-    weight_decay: float = Field(1e-4, ge=0)
-    nesterov: bool = False
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum")
+    weight_decay: float = Field(1e-4, ge=0, description="weight decay (SGD: L2; AdamW: decoupled)")
+    nesterov: bool = Field(False, description="SGD Nesterov momentum")
 
 
 class ScheduleConfig(Section):
-    epochs: int = Field(80, gt=0)
+    epochs: int = Field(80, gt=0, description="training epochs")
     iters_per_epoch: int | None = Field(None, gt=0, description="null = from the unlabelled stream")
-    poly_power: float = Field(0.9, ge=0)
+    poly_power: float = Field(0.9, ge=0, description="power of the poly learning-rate decay")
 
 
 class EvalConfig(Section):
     every_epochs: int = Field(1, ge=0, description="validate every N epochs (0 = off)")
     every_iters: int = Field(0, ge=0, description="validate every N iterations (0 = off)")
-    mode: Literal["center", "whole", "slide"] = "center"
+    mode: Literal["center", "whole", "slide"] = Field(
+        "center", description="inference on validation images: centre crop, whole image, or sliding window"
+    )
     crop_size: int | None = Field(None, gt=0, description="null = data.crop_size")
     stride_ratio: float = Field(2 / 3, gt=0, le=1, description="slide: stride = ceil(crop x ratio)")
-    scales: list[float] = Field(default_factory=lambda: [1.0], min_length=1)
-    flip: bool = False
-    batch_size: int = Field(1, gt=0)
+    scales: list[float] = Field(
+        default_factory=lambda: [1.0], min_length=1, description="image scales whose logits are averaged"
+    )
+    flip: bool = Field(False, description="also average the mirrored image's logits")
+    batch_size: int = Field(1, gt=0, description="validation images per forward")
     images_every: int = Field(0, ge=0, description="write a picture grid every N validations (0 = off)")
 
 
 class ScalingConfig(Section):
     num_workers: int = Field(1, ge=0, description="0 runs the loop in the driver (tests)")
-    use_gpu: bool = False
-    cpus_per_worker: float = Field(1.0, gt=0)
-    gpus_per_worker: float = Field(1.0, gt=0)
+    use_gpu: bool = Field(False, description="one GPU per worker, nccl (else CPU, gloo)")
+    cpus_per_worker: float = Field(1.0, gt=0, description="CPUs Ray reserves for each training worker")
+    gpus_per_worker: float = Field(1.0, gt=0, description="GPUs Ray reserves for each training worker")
     amp: Literal["none", "bf16", "fp16"] = Field("none", description="mixed precision on GPU")
     torch_threads: int | None = Field(None, gt=0, description="CPU threads per worker; null = cores / workers")
 
@@ -221,8 +269,10 @@ class StorageConfig(Section):
 class FaultConfig(Section):
     """Fault injection for tests and bench_faults; off by default."""
 
-    fail_at_iter: int | None = Field(None, ge=0)
-    kind: Literal["raise", "exit", "nan", "checkpoint"] = "raise"
+    fail_at_iter: int | None = Field(None, ge=0, description="the iteration a fault is injected at (null = never)")
+    kind: Literal["raise", "exit", "nan", "checkpoint"] = Field(
+        "raise", description="the injected fault: raise, exit the process, non-finite loss, die mid-checkpoint"
+    )
     once_marker: str | None = Field(None, description="file that makes the fault fire once across restarts")
     nan_steps: int | None = Field(None, gt=0, description="nan: non-finite losses in a row; null = from then on")
     step_delay_s: float = Field(
@@ -235,7 +285,7 @@ class FaultConfig(Section):
 class SchedulerConfig(Section):
     kind: Literal["asha", "fifo"] = Field("asha", description="early stopping on validation mIoU (asha) or none")
     grace_period: int = Field(1, gt=0, description="validations a trial runs before it may be stopped")
-    reduction_factor: float = Field(2.0, gt=1)
+    reduction_factor: float = Field(2.0, gt=1, description="ASHA: keep 1 in this many trials at each rung")
     max_t: int | None = Field(None, gt=0, description="validations per trial at most; null = epochs / every_epochs")
 
 
@@ -254,20 +304,22 @@ class TuneConfig(Section):
         description="config key -> {choice|grid|uniform|loguniform|randint|quniform: values}",
     )
     num_samples: int = Field(4, gt=0, description="trials (x the grid points when a key uses grid)")
-    max_concurrent: int = Field(2, gt=0)
-    metric: str = "val/miou"
-    mode: Literal["max", "min"] = "max"
+    max_concurrent: int = Field(2, gt=0, description="trials running at once")
+    metric: str = Field("val/miou", description="the reported metric trials are ranked by")
+    mode: Literal["max", "min"] = Field("max", description="whether a higher or a lower metric is better")
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
     seed: int | None = Field(0, description="seed of the search itself")
 
 
 class Config(Section):
-    name: str = "u2pl"
-    seed: int = 2
+    name: str = Field(
+        "u2pl", description="run name prefix (the run folder is <name>-<time> unless storage.name is set)"
+    )
+    seed: int = Field(2, description="training seed: initial weights, data order, augmentation draws")
     report_every_iters: int = Field(20, gt=0, description="metrics to Ray Train every N iterations")
     max_failures: int = Field(3, ge=0, description="worker-group restarts before the run fails")
     max_nonfinite_steps: int = Field(5, gt=0, description="stop after N non-finite losses in a row")
-    tensorboard: bool = True
+    tensorboard: bool = Field(True, description="write TensorBoard events under the run folder")
     step_timing: Literal["auto", "on", "off"] = Field(
         "auto", description="per-phase step times in reports; auto = on CPU only (on GPU it synchronises)"
     )
