@@ -43,3 +43,16 @@ def test_broken_variants_are_caught(mutate):
     mutate(config)
     with pytest.raises((ValueError, jsonschema.ValidationError, KeyError)):
         validate_config(prepare_config(config))
+
+
+def test_the_gcp_cluster_validates_and_scales_gpu_nodes_from_zero():
+    config = prepare_config(yaml.safe_load((CLUSTER.parent / "cluster-gcp.yaml").read_text()))
+    validate_config(config)
+    assert config["provider"]["type"] == "gcp"
+    nodes = config["available_node_types"]
+    gpu = [spec for spec in nodes.values() if spec["resources"].get("GPU", 0) > 0]
+    assert gpu and all(spec["min_workers"] == 0 for spec in gpu)
+    for spec in gpu:
+        accelerators = spec["node_config"]["guestAccelerators"]
+        assert accelerators[0]["acceleratorCount"] == spec["resources"]["GPU"]
+        assert spec["node_config"]["scheduling"]["onHostMaintenance"] == "TERMINATE"
