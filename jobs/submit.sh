@@ -5,6 +5,8 @@
 #                 forwards a cloud cluster's there)
 #   DRY_RUN=1     print the command instead of submitting it
 #   NO_WAIT=1     submit and return at once (follow with `ray job logs -f ID`)
+#   WITH_DEPS=1   for a bare cluster (Ray and torch only): the job's runtime_env also pip-installs this
+#                 package's other dependencies from pyproject.toml (Ray builds a venv per job: slower start)
 #
 # Credentials are never passed here: nodes get them from their IAM role / environment (cluster.yaml).
 set -euo pipefail
@@ -12,10 +14,17 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/.." && pwd)"
 : "${RAY_ADDRESS:=http://127.0.0.1:8265}"
 
-runtime_env=$(cat <<JSON
-{"excludes": [".venv", "runs", ".cache", "data", "weights", "benchmarks/results"],
- "env_vars": {"RAY_TRAIN_ENABLE_PRINT_PATCH": "0", "PYTHONUNBUFFERED": "1"}}
-JSON
+# The working dir ships the package's source with every job; WITH_DEPS adds its dependencies.
+runtime_env=$(WITH_DEPS="${WITH_DEPS:-0}" python3 - "$repo/pyproject.toml" <<'PY'
+import json, os, sys, tomllib
+env = {"excludes": [".venv", "runs", ".cache", "data", "weights", "benchmarks/results"],
+       "env_vars": {"RAY_TRAIN_ENABLE_PRINT_PATCH": "0", "PYTHONUNBUFFERED": "1"}}
+if os.environ["WITH_DEPS"] == "1":
+    deps = tomllib.load(open(sys.argv[1], "rb"))["project"]["dependencies"]
+    # torch and Ray are the cluster's own (CUDA builds, the cluster's Ray version)
+    env["pip"] = {"packages": [d for d in deps if not d.startswith(("torch", "ray"))], "pip_check": False}
+print(json.dumps(env))
+PY
 )
 
 submit() {

