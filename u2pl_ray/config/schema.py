@@ -120,10 +120,15 @@ class DataConfig(Section):
         return self
 
 
+BACKBONES = ("resnet101_deep", "resnet101", "resnet50", "resnet18", "efficientnet_lite0", "tiny")
+
+
 class ModelConfig(Section):
-    backbone: Literal["resnet101_deep", "resnet50", "resnet18", "efficientnet_lite0", "tiny"] = Field(
+    backbone: str = Field(
         "resnet101_deep",
-        description="encoder: the official deep-stem ResNet-101, torchvision ResNets, EfficientNet-Lite0, or a tiny test net",
+        description="encoder: resnet101_deep (the official deep stem), resnet101 / resnet50 / resnet18 "
+        "(torchvision), efficientnet_lite0, timm:<name> (any timm model as a feature extractor, ViTs too), "
+        "or tiny (tests)",
     )
     pretrained: str | None = Field(
         None, description="path or URI of backbone weights; 'package:efficientnet_lite0' for the bundled ones"
@@ -145,6 +150,13 @@ class ModelConfig(Section):
     aux_head: bool = Field(False, description="an auxiliary classifier on the stride-16 features (Cityscapes)")
     dropout: float = Field(0.1, ge=0, lt=1, description="dropout before the classifier")
     sync_bn: bool = Field(True, description="SyncBatchNorm across workers (GPU only)")
+
+    @field_validator("backbone")
+    @classmethod
+    def _known_backbone(cls, value: str) -> str:
+        if value in BACKBONES or (value.startswith("timm:") and len(value) > 5):
+            return value
+        raise ValueError(f"model.backbone must be one of {', '.join(BACKBONES)} or timm:<name>, given {value!r}")
 
 
 class MethodConfig(Section):

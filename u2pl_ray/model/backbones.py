@@ -1,4 +1,5 @@
-"""Lighter backbones for CPU-scale runs: torchvision ResNet-18/50, EfficientNet-Lite0 (timm), tiny.
+"""Backbones besides the official deep-stem ResNet-101: torchvision ResNet-18/50/101 (standard stem),
+EfficientNet-Lite0, any timm encoder (`timm:<name>`, CNNs and ViTs), and a tiny one for tests.
 
 None of them downloads anything: weights come only through `load_backbone_weights`.
 """
@@ -6,6 +7,7 @@ None of them downloads anything: weights come only through `load_backbone_weight
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torchvision.models import resnet
 
@@ -35,8 +37,9 @@ class TorchvisionResNet(Backbone):
         super().__init__()
         self.output_stride = output_stride
         d3, d4 = dilations_for(output_stride)
-        if depth == 50:
-            net = resnet.resnet50(weights=None, replace_stride_with_dilation=[False, d3 > 1, True])
+        if depth in (50, 101):
+            build = resnet.resnet50 if depth == 50 else resnet.resnet101
+            net = build(weights=None, replace_stride_with_dilation=[False, d3 > 1, True])
             self.low_channels, self.aux_channels, self.deep_channels = 256, 1024, 2048
         elif depth == 18:
             net = resnet.resnet18(weights=None)
@@ -45,7 +48,7 @@ class TorchvisionResNet(Backbone):
             _dilate_stage(net.layer4, d4)
             self.low_channels, self.aux_channels, self.deep_channels = 64, 256, 512
         else:
-            raise ValueError(f"torchvision ResNet depth must be 18 or 50, given {depth}")
+            raise ValueError(f"torchvision ResNet depth must be 18, 50 or 101, given {depth}")
         self.conv1, self.bn1, self.relu, self.maxpool = net.conv1, net.bn1, net.relu, net.maxpool
         self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4
 
@@ -114,3 +117,67 @@ class TinyBackbone(Backbone):
         low = self.stem(x)
         aux = self.stage4(self.stage3(low))
         return low, aux, self.stage5(aux)
+
+
+class TimmBackbone(Backbone):
+    """Any timm encoder through `features_only` (`model.backbone: timm:<name>`), randomly initialised;
+    weights come from `model.pretrained` (`timm:<name>` for timm's own, or a local file / URI).
+
+    CNNs (feature levels at strides 2..32): `low` is the stride-4 level, `aux` the one before the last,
+    `deep` the last, dilated to the output stride when the model supports it. ViTs (every level at the
+    patch stride, e.g. DINOv2): a simple feature pyramid from the last level: resized to stride 4 (with a
+    3x3 projection to a quarter of the channels), 16 and the output stride; any input size (padded).
+    """
+
+    def __init__(self, name: str, output_stride: int = 16) -> None:
+        super().__init__()
+        import timm  # heavy import, only for these backbones
+
+        self.name, self.output_stride = name, output_stride
+        self.vit = not timm.models.is_model(name) or "vit" in name or "dinov2" in name
+        kwargs: dict = (
+            {"dynamic_img_size": True, "dynamic_img_pad": True} if self.vit else {"output_stride": output_stride}
+        )
+        try:
+            self.body = timm.create_model(name, pretrained=False, features_only=True, **kwargs)
+        except RuntimeError as exc:  # unknown name, or no features_only support
+            raise ValueError(
+                f"model.backbone timm:{name}: timm cannot build it as a feature extractor: {exc}"
+            ) from None
+        channels = self.body.feature_info.channels()
+        if self.vit:
+            width = channels[-1]
+            self.project_low = nn.Sequential(
+                nn.Conv2d(width, width // 4, 3, padding=1, bias=False),
+                nn.BatchNorm2d(width // 4),
+                nn.ReLU(inplace=True),
+            )
+            self.low_channels, self.aux_channels, self.deep_channels = width // 4, width, width
+        else:
+            reductions = self.body.feature_info.reduction()
+            self.taps = (reductions.index(4) if 4 in reductions else 0, len(channels) - 2, len(channels) - 1)
+            self.low_channels, self.aux_channels, self.deep_channels = (channels[i] for i in self.taps)
+
+    def adapt_state_dict(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        # timm's full-model keys are the feature extractor's (FeatureListNet keeps the module names;
+        # the ViT getter wraps the model as `model`)
+        prefix = "body.model." if self.vit else "body."
+        return {f"{prefix}{k}": v for k, v in state.items()}
+
+    def forward(self, x: torch.Tensor) -> Features:
+        feats = self.body(x)
+        if not self.vit:
+            low, aux, deep = (feats[i] for i in self.taps)
+            return low, aux, deep
+        top = feats[-1]
+        h, w = int(x.shape[-2]), int(x.shape[-1])
+
+        def at(stride: int) -> torch.Tensor:
+            size = (max(1, -(-h // stride)), max(1, -(-w // stride)))
+            return (
+                top
+                if tuple(top.shape[-2:]) == size
+                else F.interpolate(top, size=size, mode="bilinear", align_corners=False)
+            )
+
+        return self.project_low(at(4)), at(16), at(self.output_stride)

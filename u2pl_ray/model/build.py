@@ -7,7 +7,7 @@ import logging
 from torch import nn
 
 from u2pl_ray.config.schema import ModelConfig
-from u2pl_ray.model.backbones import EfficientNetLite0, TinyBackbone, TorchvisionResNet
+from u2pl_ray.model.backbones import EfficientNetLite0, TimmBackbone, TinyBackbone, TorchvisionResNet
 from u2pl_ray.model.base import Backbone
 from u2pl_ray.model.decoder import AuxHead, DeepLabV3PlusDecoder
 from u2pl_ray.model.resnet_deep import resnet101_deep
@@ -15,11 +15,16 @@ from u2pl_ray.model.segmentation import SegmentationModel
 from u2pl_ray.model.weights import load_backbone_weights
 
 log = logging.getLogger(__name__)
+TIMM_PREFIX = "timm:"
 
 
 def build_backbone(cfg: ModelConfig) -> Backbone:
     if cfg.backbone == "resnet101_deep":
         return resnet101_deep(cfg.output_stride, cfg.multi_grid)
+    if cfg.backbone.startswith(TIMM_PREFIX):
+        return TimmBackbone(cfg.backbone[len(TIMM_PREFIX) :], cfg.output_stride)
+    if cfg.backbone == "resnet101":
+        return TorchvisionResNet(101, cfg.output_stride)
     if cfg.backbone == "resnet50":
         return TorchvisionResNet(50, cfg.output_stride)
     if cfg.backbone == "resnet18":

@@ -1,4 +1,5 @@
-"""Backbone weights from a local path, any fsspec URI (s3://...), or a bundled package file.
+"""Backbone weights from a local path, any storage URI (s3://...), a bundled package file
+(`package:`), torchvision's weights API (`torchvision:<WEIGHTS_ENUM>`) or timm's (`timm:<name>`).
 
 Always `torch.load(weights_only=True)`: a weights file never runs code. Loading is strict=False
 in effect (the ImageNet files carry a classifier the backbone lacks), but what did not load is
@@ -20,6 +21,13 @@ from torch import nn
 log = logging.getLogger(__name__)
 
 PACKAGE_PREFIX = "package:"
+TORCHVISION_PREFIX = "torchvision:"
+TIMM_PREFIX = "timm:"
+OPTIONS = (
+    "model.pretrained takes a local path or URI (s3://...) of a weights file, package:efficientnet_lite0, "
+    "torchvision:<WEIGHTS_ENUM> (e.g. torchvision:ResNet101_Weights.IMAGENET1K_V2 with backbone resnet101), "
+    "timm:<name> (a timm backbone's own weights), or null for random initialisation"
+)
 # Below this share of the backbone's tensors found in the file, the file is a foreign one.
 MIN_LOADED_FRACTION = 0.5
 
@@ -64,14 +72,14 @@ def _open_bytes(uri: str) -> io.BytesIO:
     if "://" not in uri or uri.startswith("file://"):
         path = uri.removeprefix("file://")
         if not os.path.isfile(path):
-            raise FileNotFoundError(f"backbone weights file not found: {uri}")
+            raise FileNotFoundError(f"backbone weights file not found: {uri}. {OPTIONS}")
         with open(path, "rb") as f:
             return io.BytesIO(f.read())
     try:
         return io.BytesIO(read_bytes(uri))
     except DataError as exc:
         if str(exc).startswith("not found"):
-            raise FileNotFoundError(f"backbone weights file not found: {uri}") from None
+            raise FileNotFoundError(f"backbone weights file not found: {uri}. {OPTIONS}") from None
         raise
 
 
@@ -90,8 +98,47 @@ def _unwrap(obj: Any, uri: str) -> dict[str, torch.Tensor]:
     return tensors
 
 
+def _torchvision_state(uri: str) -> dict[str, torch.Tensor]:
+    """torchvision's weights through its own API: from its cache ($TORCH_HOME/hub/checkpoints), downloaded
+    there when online."""
+    from torchvision.models import get_weight
+
+    name = uri[len(TORCHVISION_PREFIX) :]
+    try:
+        weights = get_weight(name)
+    except (ValueError, KeyError, AttributeError):
+        raise ValueError(f"unknown torchvision weights {name!r} (e.g. ResNet101_Weights.IMAGENET1K_V2)") from None
+    try:
+        return weights.get_state_dict(progress=False)
+    except OSError as exc:  # offline and not in the cache (URLError is an OSError)
+        raise FileNotFoundError(
+            f"{uri}: not in torchvision's cache and it cannot be downloaded ({exc}). Online it is fetched into "
+            f"$TORCH_HOME/hub/checkpoints/{os.path.basename(weights.url)}; offline, put the file there or give "
+            f"its path. {OPTIONS}"
+        ) from None
+
+
+def _timm_state(uri: str) -> dict[str, torch.Tensor]:
+    """A timm model's pretrained weights through timm (its Hugging Face cache, downloaded when online)."""
+    import timm
+
+    name = uri[len(TIMM_PREFIX) :]
+    try:
+        return timm.create_model(name, pretrained=True).state_dict()
+    except Exception as exc:  # timm/hub raise many types offline or for unknown names
+        raise FileNotFoundError(
+            f"{uri}: timm could not provide its weights ({type(exc).__name__}: {exc}). Online they come through "
+            f"timm's cache (HF_HOME); offline, save `timm.create_model({name!r}, pretrained=True).state_dict()` to a "
+            f"file elsewhere and give its path. {OPTIONS}"
+        ) from None
+
+
 def read_state_dict(uri: str) -> dict[str, torch.Tensor]:
     """The tensors of a weights file, unwrapped from `state_dict`/`model` and without `module.`."""
+    if uri.startswith(TORCHVISION_PREFIX):
+        return _torchvision_state(uri)
+    if uri.startswith(TIMM_PREFIX):
+        return _timm_state(uri)
     path = resolve_weights_uri(uri)
     buf = _open_bytes(path)
     try:
