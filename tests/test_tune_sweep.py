@@ -11,13 +11,33 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 
 @pytest.mark.timeout(480)
-def test_sweep_stops_weak_trials_and_writes_a_runnable_best_config(tmp_path):
+def test_sweep_stops_weak_trials_and_writes_a_runnable_best_config(tmp_path, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
     from u2pl_ray.train import main as train_main
     from u2pl_ray.tune import main as tune_main
 
     common = [f"--set=storage.path={tmp_path}", f"--set=data.cache_dir={tmp_path / 'cache'}"]
+    store = (tmp_path / "mlruns").as_uri()
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3's local folder store
     with local_ray():
-        assert tune_main([*common, "--set=tune.name=sweep"]) == 0
+        assert (
+            tune_main(
+                [
+                    *common,
+                    "--set=tune.name=sweep",
+                    f"--set=tracking.mlflow.tracking_uri={store}",
+                    "--set=tracking.mlflow.experiment_name=sweep",
+                ]
+            )
+            == 0
+        )
+        # Tune's MLflow callback: one run per trial, its parameters and its reported mIoU
+        client = MlflowClient(tracking_uri=store)
+        runs = client.search_runs([client.get_experiment_by_name("sweep").experiment_id])
+        assert len(runs) == 4 and all("val/miou" in r.data.metrics for r in runs)
+        lrs = {value for r in runs for key, value in r.data.params.items() if key.endswith("lr")}
+        assert len(lrs) == 4, "each trial's sampled learning rate"
         sweep = tmp_path / "sweep"
         rows = list(csv.DictReader((sweep / "results.csv").open()))
         assert len(rows) == 4

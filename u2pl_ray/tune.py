@@ -19,6 +19,7 @@ from typing import Any
 
 from u2pl_ray.config import Config, ConfigError, config_to_dict, dump_config, load_config, load_yaml
 from u2pl_ray.engine.launch import Storage, build_trainer, epoch_iterations, init_ray, resolve_storage, train_datasets
+from u2pl_ray.engine.tracking import tune_callbacks
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "tune_demo.yaml"
 SWEEP_CONFIG = "sweep_config.yaml"
@@ -81,6 +82,7 @@ def build_tuner(cfg: Config, sweep: Storage, name: str, dataset_info: Any, resto
 
     base = config_to_dict(cfg)
     base["storage"]["checkpoint_every_iters"] = 0  # every report then carries the validation metric
+    base["tracking"] = {"mlflow": None, "wandb": None}  # a sweep tracks its trials with Tune's callbacks
     space = build_search_space(base, cfg.tune.search_space)
     trainable = tune.with_resources(
         functools.partial(run_trial, base=base, dataset_info=dataset_info, trials_uri=sweep.join(name, "trials").uri),
@@ -108,7 +110,10 @@ def build_tuner(cfg: Config, sweep: Storage, name: str, dataset_info: Any, resto
             ),
         ),
         run_config=tune.RunConfig(
-            name=name, storage_path=sweep.path, storage_filesystem=None if sweep.is_local else sweep.fs
+            name=name,
+            storage_path=sweep.path,
+            storage_filesystem=None if sweep.is_local else sweep.fs,
+            callbacks=tune_callbacks(cfg),  # MLflow / W&B: one tracked run per trial
         ),
     )
 

@@ -323,6 +323,26 @@ class TuneConfig(Section):
     seed: int | None = Field(0, description="seed of the search itself")
 
 
+class MLflowConfig(Section):
+    tracking_uri: str = Field(description="MLflow tracking URI: a server (http://...) or a local store (file:///...)")
+    experiment_name: str = Field("u2pl-ray", description="MLflow experiment, created when missing")
+
+
+class WandbConfig(Section):
+    project: str = Field("u2pl-ray", description="Weights & Biases project")
+    mode: Literal["online", "offline"] = Field("online", description="offline: files under `dir`, synced later")
+    dir: str | None = Field(None, description="where W&B writes its files (null = its default)")
+
+
+class TrackingConfig(Section):
+    """Experiment tracking through Ray's own integrations (setup_mlflow / setup_wandb in training,
+    their logger callbacks in sweeps): the config, every report's metrics, validation pictures and the
+    best checkpoint's location."""
+
+    mlflow: MLflowConfig | None = Field(None, description="log to MLflow (null = off)")
+    wandb: WandbConfig | None = Field(None, description="log to Weights & Biases (null = off)")
+
+
 class Config(Section):
     name: str = Field(
         "u2pl", description="run name prefix (the run folder is <name>-<time> unless storage.name is set)"
@@ -350,6 +370,7 @@ class Config(Section):
     storage: StorageConfig = Field(default_factory=StorageConfig)
     fault: FaultConfig = Field(default_factory=FaultConfig)
     tune: TuneConfig = Field(default_factory=TuneConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
 
     @field_validator("ray_train_log_level", mode="before")
     @classmethod

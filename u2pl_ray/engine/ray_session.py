@@ -17,6 +17,7 @@ from ray.train import Checkpoint, CheckpointUploadMode
 from u2pl_ray.config import build_config
 from u2pl_ray.engine.checkpoint import CheckpointError, checkpoint_dirs, upload_files, verify_checkpoint
 from u2pl_ray.engine.collectives import barrier
+from u2pl_ray.engine.tracking import Tracker
 
 log = logging.getLogger(__name__)
 
@@ -53,13 +54,14 @@ def _local_copy(checkpoint: Checkpoint, rank: int) -> Iterator[str]:
 
 
 class RaySession:
-    def __init__(self, board: Any = None, run_uri: str | None = None):
+    def __init__(self, board: Any = None, run_uri: str | None = None, tracker: Tracker | None = None):
         ctx = ray.train.get_context()
         self.rank = ctx.get_world_rank()
         self.world_size = ctx.get_world_size()
         self.local_rank = ctx.get_local_rank()
         self.board = board
         self.run_uri = run_uri
+        self.tracker = tracker  # rank 0's MLflow / W&B logging, when configured
 
     def report(self, metrics: dict[str, Any], checkpoint_dir: Path | None, checkpoint_name: str | None) -> None:
         if checkpoint_dir is None:
@@ -82,6 +84,26 @@ class RaySession:
             checkpoint_dir_name=checkpoint_name,
             checkpoint_upload_mode=CheckpointUploadMode.NO_UPLOAD,
         )
+        if self.tracker is not None and self.tracker.active:
+            self._track_checkpoint(metrics, dest)
+
+    def _track_checkpoint(self, metrics: dict[str, Any], dest: str) -> None:
+        """Rank 0: the report's metrics, the validation's picture, where the (best) checkpoint is."""
+        assert self.tracker is not None
+        step = int(metrics.get("iteration", 0))
+        self.tracker.metrics(metrics, step)
+        self.tracker.tag("u2pl.last_checkpoint", dest)
+        if "val/miou" not in metrics:
+            return
+        if metrics.get("best_iteration") == metrics.get("iteration"):
+            self.tracker.tag("u2pl.best_checkpoint", dest)
+        if self.run_uri:
+            from u2pl_ray.data.fs import exists, join_uri, read_bytes
+
+            name = f"val_{step:08d}.png"
+            picture = join_uri(self.run_uri, "images", name)
+            if exists(picture):
+                self.tracker.picture(read_bytes(picture), name, step)
 
     @contextlib.contextmanager
     def latest_checkpoint(self) -> Iterator[Path | None]:
@@ -111,6 +133,8 @@ class RaySession:
     def progress(self, values: dict[str, Any]) -> None:
         if self.board is not None:
             self.board.push.remote(values)
+        if self.tracker is not None:
+            self.tracker.metrics(values, int(values.get("iteration", 0)))
 
     def stop_requested(self) -> bool:
         if self.board is None:
@@ -137,8 +161,15 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     logging.basicConfig(level=os.environ.get("U2PL_LOG_LEVEL", "INFO"), format="%(levelname)s %(name)s: %(message)s")
     cfg = build_config(loop_config["config"], source="run config")
     _apply_train_log_level(cfg.ray_train_log_level)
-    session = RaySession(loop_config.get("board"), loop_config.get("run_uri"))
-    runner = Runner(
-        cfg, session, loop_config["dataset_info"], loop_config["iters_per_epoch"], run_uri=loop_config.get("run_uri")
-    )
-    runner.run()
+    run_uri = loop_config.get("run_uri")
+    tracker = None
+    if ray.train.get_context().get_world_rank() == 0 and (cfg.tracking.mlflow or cfg.tracking.wandb):
+        name = (run_uri or "run").split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
+        tracker = Tracker(cfg, loop_config["config"], name, run_uri)
+    session = RaySession(loop_config.get("board"), run_uri, tracker)
+    runner = Runner(cfg, session, loop_config["dataset_info"], loop_config["iters_per_epoch"], run_uri=run_uri)
+    try:
+        runner.run()
+    finally:
+        if tracker is not None:
+            tracker.close()
