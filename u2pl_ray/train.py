@@ -246,7 +246,11 @@ def run_training(
     board = ProgressBoard.remote()
     # TensorBoard writes local files; for object storage they are staged here and uploaded at the end.
     tb_dir = Path(run.path) / "tensorboard" if run.is_local else Path(tempfile.mkdtemp(prefix="u2pl-tb-"))
-    printer = ProgressPrinter(cfg.schedule.epochs, tensorboard_dir=tb_dir if cfg.tensorboard else None)
+    # An s3:// run's TensorBoard files reach storage at every validation, not only at the end.
+    sync = (lambda: upload_tensorboard(run, tb_dir)) if cfg.tensorboard and not run.is_local else None
+    printer = ProgressPrinter(
+        cfg.schedule.epochs, tensorboard_dir=tb_dir if cfg.tensorboard else None, on_validation=sync
+    )
     trainer = build_trainer(
         cfg,
         name=name,
@@ -288,17 +292,30 @@ def describe_data(cfg: Config, info: Any) -> str:
     return text
 
 
-def finish_artefacts(run: Storage, tb_dir: Path | None) -> None:
-    """TensorBoard files to object storage, and the training curves as PNGs; neither may fail a run."""
+def upload_tensorboard(run: Storage, tb_dir: Path) -> None:
+    """The staged TensorBoard files of an object-storage run to RUN/tensorboard (a failure is logged)."""
     import pyarrow.fs as pafs
 
     try:
-        if tb_dir is not None and not run.is_local and tb_dir.exists():
+        if tb_dir.exists():
             target = run.join("tensorboard")
             run.fs.create_dir(target.path, recursive=True)
             pafs.copy_files(
-                str(tb_dir), target.path, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=run.fs
+                str(tb_dir),
+                target.path,
+                source_filesystem=pafs.LocalFileSystem(),
+                destination_filesystem=run.fs,
+                use_threads=False,
             )
+    except Exception as exc:  # noqa: BLE001 - a courtesy; the checkpoints are what count
+        log.warning("could not copy the TensorBoard files to %s: %s", run.uri, exc)
+
+
+def finish_artefacts(run: Storage, tb_dir: Path | None) -> None:
+    """TensorBoard files to object storage, and the training curves as PNGs; neither may fail a run."""
+    if tb_dir is not None and not run.is_local:
+        upload_tensorboard(run, tb_dir)
+    try:
         from u2pl_ray.viz import write_run_curves
 
         write_run_curves(run.uri)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -55,6 +56,7 @@ class ProgressPrinter:
         stream: TextIO | None = None,
         interval_s: float = 30.0,
         tensorboard_dir: Path | None = None,
+        on_validation: Callable[[], None] | None = None,
     ):
         self.total_epochs = total_epochs
         self.stream = stream or sys.stdout  # looked up now: sys.stdout may have been swapped since import
@@ -66,6 +68,7 @@ class ProgressPrinter:
         self.last_miou: float | None = None
         self.writer = None
         self._last_report_step = -1
+        self.on_validation = on_validation  # e.g. copy the TensorBoard files of an s3:// run to storage
         if tensorboard_dir is not None:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -80,6 +83,10 @@ class ProgressPrinter:
             if event.get("kind") == "validation":
                 self.last_miou = event.get("val/miou")
                 self._emit(self._validation_line(event), force=True)
+                if self.on_validation is not None:
+                    if self.writer is not None:
+                        self.writer.flush()
+                    self.on_validation()
             else:
                 self.latest = event
         if self.latest:
