@@ -75,6 +75,25 @@ def _scheduler(cfg: Config) -> Any:
     )
 
 
+def _search_alg(cfg: Config) -> Any:
+    """Random/grid sampling, or Optuna's Bayesian search (with ASHA still stopping weak trials)."""
+    from ray import tune
+
+    if cfg.tune.search == "optuna":
+        from ray.tune.search import ConcurrencyLimiter
+        from ray.tune.search.optuna import OptunaSearch
+
+        grids = [key for key, spec in cfg.tune.search_space.items() if "grid" in spec]
+        if grids:
+            raise ConfigError(
+                f"tune.search=optuna samples its own points: tune.search_space.{grids[0]} cannot be a grid"
+            )
+        optuna = OptunaSearch(metric=cfg.tune.metric, mode=cfg.tune.mode, seed=cfg.tune.seed)
+        return ConcurrencyLimiter(optuna, max_concurrent=cfg.tune.max_concurrent)
+    # The generator enforces the concurrency itself when it is given explicitly.
+    return tune.search.BasicVariantGenerator(random_state=cfg.tune.seed, max_concurrent=cfg.tune.max_concurrent)
+
+
 def build_tuner(cfg: Config, sweep: Storage, name: str, dataset_info: Any, restore: bool) -> Any:
     from ray import tune
 
@@ -104,10 +123,7 @@ def build_tuner(cfg: Config, sweep: Storage, name: str, dataset_info: Any, resto
             num_samples=cfg.tune.num_samples,
             max_concurrent_trials=cfg.tune.max_concurrent,
             scheduler=_scheduler(cfg),
-            # The generator enforces the concurrency itself when it is given explicitly.
-            search_alg=tune.search.BasicVariantGenerator(
-                random_state=cfg.tune.seed, max_concurrent=cfg.tune.max_concurrent
-            ),
+            search_alg=_search_alg(cfg),
         ),
         run_config=tune.RunConfig(
             name=name,

@@ -315,6 +315,9 @@ class TuneConfig(Section):
         },
         description="config key -> {choice|grid|uniform|loguniform|randint|quniform: values}",
     )
+    search: Literal["random", "optuna"] = Field(
+        "random", description="random (and grid) sampling, or Bayesian search with Ray Tune's Optuna integration"
+    )
     num_samples: int = Field(4, gt=0, description="trials (x the grid points when a key uses grid)")
     max_concurrent: int = Field(2, gt=0, description="trials running at once")
     metric: str = Field("val/miou", description="the reported metric trials are ranked by")
