@@ -72,10 +72,11 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
 def predict_local(
     items: Sequence[Any], checkpoint: str, out_uri: str, options: dict[str, Any], device: str = "auto"
 ) -> list[dict[str, Any]]:
+    from u2pl_ray.console import bar
     from u2pl_ray.serving.predictor import Segmenter
 
     segmenter = Segmenter.from_checkpoint(checkpoint, **options, device=device)
-    return [segmenter.predict_to(item, out_uri) for item in items]
+    return [segmenter.predict_to(item, out_uri) for item in bar(items, total=len(items), desc="predict")]
 
 
 def _predict_ray(items: Sequence[Any], args: argparse.Namespace) -> list[dict[str, Any]]:

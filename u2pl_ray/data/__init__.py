@@ -7,6 +7,12 @@ from u2pl_ray.data.fs import redact, resolve_filesystem
 from u2pl_ray.data.info import DatasetInfo, iters_per_epoch, load_dataset_info
 
 __all__ = [
-    "BadSampleError", "DataError", "DatasetInfo", "ensure_dataset", "iters_per_epoch", "load_dataset_info",
-    "redact", "resolve_filesystem",
+    "BadSampleError",
+    "DataError",
+    "DatasetInfo",
+    "ensure_dataset",
+    "iters_per_epoch",
+    "load_dataset_info",
+    "redact",
+    "resolve_filesystem",
 ]

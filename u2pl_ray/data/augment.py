@@ -72,8 +72,9 @@ class WeakAugment:
         left = int(rng.integers(0, padded_w - c + 1))
         return AugParams(scale, new_h, new_w, flip, top, left)
 
-    def __call__(self, image: torch.Tensor, mask: torch.Tensor | None,
-                 rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def __call__(
+        self, image: torch.Tensor, mask: torch.Tensor | None, rng: np.random.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         params = self.draw(rng, int(image.shape[-2]), int(image.shape[-1]))
         return self.apply(image, mask, params)
 
@@ -86,8 +87,9 @@ class WeakAugment:
         assert pad is not None
         return out, pad
 
-    def apply(self, image: torch.Tensor, mask: torch.Tensor | None,
-              p: AugParams, mask_fill: int | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def apply(
+        self, image: torch.Tensor, mask: torch.Tensor | None, p: AugParams, mask_fill: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """image uint8 [3,H,W], mask uint8 [H,W] or None -> [3,c,c], [c,c]; the mask pads with `mask_fill`
         (default the label pad value)."""
         image = resize_image(image, p.height, p.width)
@@ -126,5 +128,5 @@ def pad_crop(x: torch.Tensor, p: AugParams, crop: int, fill: torch.Tensor) -> to
     sy0, sx0 = max(y0, 0), max(x0, 0)
     sy1, sx1 = min(y0 + crop, h), min(x0 + crop, w)
     if sy1 > sy0 and sx1 > sx0:
-        out[..., sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0] = x[..., sy0:sy1, sx0:sx1]
+        out[..., sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0] = x[..., sy0:sy1, sx0:sx1]
     return out

@@ -7,8 +7,8 @@ import logging
 import os
 import shutil
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from u2pl_ray.data.fs import exists, is_local, join_uri, redact
 from u2pl_ray.data.schema import MANIFEST_NAME

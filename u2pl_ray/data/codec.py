@@ -54,13 +54,20 @@ def decode_mask(data: bytes, where: str) -> torch.Tensor:
         raise BadSampleError(where, f"mask does not decode ({_short(exc)})") from None
     if mask.dtype != torch.uint8 or mask.shape[0] != 1:
         raise BadSampleError(
-            where, f"mask must be a single-channel 8-bit PNG of class ids, got {mask.shape[0]} channel(s) "
-                   f"of {mask.dtype}")
+            where,
+            f"mask must be a single-channel 8-bit PNG of class ids, got {mask.shape[0]} channel(s) of {mask.dtype}",
+        )
     return mask[0]
 
 
-def check_sample(image: torch.Tensor, mask: torch.Tensor | None, height: int | None, width: int | None,
-                 checks: SampleChecks, where: str) -> None:
+def check_sample(
+    image: torch.Tensor,
+    mask: torch.Tensor | None,
+    height: int | None,
+    width: int | None,
+    checks: SampleChecks,
+    where: str,
+) -> None:
     h, w = int(image.shape[-2]), int(image.shape[-1])
     if height is not None and width is not None and (h, w) != (int(height), int(width)):
         raise BadSampleError(where, f"image is {h}x{w} (HxW) but the row says {height}x{width}")
@@ -70,14 +77,16 @@ def check_sample(image: torch.Tensor, mask: torch.Tensor | None, height: int | N
         raise BadSampleError(where, f"mask is {mask.shape[0]}x{mask.shape[1]} but the image is {h}x{w} (HxW)")
     counts = torch.bincount(mask.reshape(-1), minlength=256)  # one pass; cheaper than compare + any
     counts[checks.ignore_index] = 0
-    if bool(counts[checks.num_classes:].any()):
-        values = (torch.nonzero(counts[checks.num_classes:])[:8, 0] + checks.num_classes).tolist()
+    if bool(counts[checks.num_classes :].any()):
+        values = (torch.nonzero(counts[checks.num_classes :])[:8, 0] + checks.num_classes).tolist()
         raise BadSampleError(
-            where, f"mask has class ids {values} outside 0..{checks.num_classes - 1} (ignore = {checks.ignore_index})")
+            where, f"mask has class ids {values} outside 0..{checks.num_classes - 1} (ignore = {checks.ignore_index})"
+        )
 
 
-def decode_sample(image: bytes, mask: bytes | None, height: int | None, width: int | None,
-                  checks: SampleChecks, where: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+def decode_sample(
+    image: bytes, mask: bytes | None, height: int | None, width: int | None, checks: SampleChecks, where: str
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     img = decode_rgb(image, where)
     msk = decode_mask(mask, where) if mask is not None else None
     check_sample(img, msk, height, width, checks, where)

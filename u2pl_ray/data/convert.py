@@ -16,7 +16,7 @@ import argparse
 import logging
 import sys
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 from u2pl_ray.data.errors import DataError
 from u2pl_ray.data.fs import redact
@@ -49,8 +49,11 @@ def _convert_synthetic(args: argparse.Namespace):
 def parser() -> argparse.ArgumentParser:
     from u2pl_ray.data.converters import cityscapes, folder, voc
 
-    top = argparse.ArgumentParser(prog="python -m u2pl_ray.data.convert", description=__doc__,
-                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+    top = argparse.ArgumentParser(
+        prog="python -m u2pl_ray.data.convert",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     subs = top.add_subparsers(dest="kind", required=True)
     for name, module in (("voc", voc), ("cityscapes", cityscapes), ("folder", folder), ("synthetic", None)):
         p = subs.add_parser(name, help=(module.__doc__ or "the built-in synthetic benchmark").strip().splitlines()[0])
@@ -81,10 +84,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    splits = ", ".join(f"{s} ({p['labeled'].rows} labelled / {p['unlabeled'].rows} unlabelled)"
-                       for s, p in sorted(manifest.splits.items()))
-    print(f"wrote {manifest.name} to {redact(args.out)} in {time.monotonic() - started:.1f} s: "
-          f"{manifest.val.rows} val images; splits: {splits}")
+    splits = ", ".join(
+        f"{s} ({p['labeled'].rows} labelled / {p['unlabeled'].rows} unlabelled)"
+        for s, p in sorted(manifest.splits.items())
+    )
+    print(
+        f"wrote {manifest.name} to {redact(args.out)} in {time.monotonic() - started:.1f} s: "
+        f"{manifest.val.rows} val images; splits: {splits}"
+    )
     return 0
 
 

@@ -13,8 +13,8 @@ with order preserved; the datasets given to Ray Train are then left unsplit and 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from typing import Any, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -50,11 +50,19 @@ def check_cpu_budget(cfg, num_workers: int, cpus_per_worker: float, cluster_cpus
         raise DataError(
             f"{num_workers} training worker(s) x {cpus_per_worker:g} CPU leave {max(left, 0):g} of {cluster_cpus:g} "
             f"CPUs, less than one Ray Data task needs (data.ray_task_cpus={cfg.ray_task_cpus:g}): the data stream "
-            "would wait forever. Lower scaling.cpus_per_worker (e.g. 0.5 on a 2-core machine) or data.ray_task_cpus")
+            "would wait forever. Lower scaling.cpus_per_worker (e.g. 0.5 on a 2-core machine) or data.ray_task_cpus"
+        )
 
 
-def build_train_datasets(cfg, info: DatasetInfo, *, needs_unlabeled: bool = True, iters_per_epoch: int,
-                         world_size: int, unlabeled_views: int = 1) -> dict[str, Any]:
+def build_train_datasets(
+    cfg,
+    info: DatasetInfo,
+    *,
+    needs_unlabeled: bool = True,
+    iters_per_epoch: int,
+    world_size: int,
+    unlabeled_views: int = 1,
+) -> dict[str, Any]:
     """{"labeled": Dataset, "unlabeled": Dataset}. "unlabeled" is an empty dataset for a method that reads
     no unlabelled images (supervised), so `get_dataset_shard("unlabeled")` always works. Each stream
     lists its files often enough that one pass covers an epoch of every worker (`stream_repeats`).
@@ -64,8 +72,9 @@ def build_train_datasets(cfg, info: DatasetInfo, *, needs_unlabeled: bool = True
     needed = iters_per_epoch * cfg.batch_size * max(1, world_size)
     labeled = _files_dataset(cfg, info, "labeled", stream_repeats(info, "labeled", needs_unlabeled, needed))
     if needs_unlabeled and info.num_unlabeled > 0:
-        unlabeled = _files_dataset(cfg, info, "unlabeled", stream_repeats(info, "unlabeled", needs_unlabeled, needed),
-                                   views=unlabeled_views)
+        unlabeled = _files_dataset(
+            cfg, info, "unlabeled", stream_repeats(info, "unlabeled", needs_unlabeled, needed), views=unlabeled_views
+        )
     else:
         unlabeled = ray.data.from_items([])
     return {"labeled": labeled, "unlabeled": unlabeled}
@@ -79,12 +88,19 @@ def _files_dataset(cfg, info: DatasetInfo, role: str, repeats: int, views: int =
     part = info.part(role)
     items = [{"segment": json.dumps({"paths": [s.path], "rows": [s.rows]})} for s in part.shards] * repeats
     ds = ray.data.from_items(items, override_num_blocks=len(items)).randomize_block_order()
-    spec = RowSpec.from_config(cfg, info.num_classes, seed=0, labeled=role == "labeled", views=views) \
-        if cfg.decode == "ray" else None
-    kwargs = {"root": info.root, "columns": role_columns(role), "spec": spec, "epoch": None,
-              "stream": ROLE_STREAM[role]}
-    ds = ds.map_batches(read_segments, batch_size=1, batch_format="numpy", fn_kwargs=kwargs,
-                        num_cpus=cfg.ray_task_cpus)
+    spec = (
+        RowSpec.from_config(cfg, info.num_classes, seed=0, labeled=role == "labeled", views=views)
+        if cfg.decode == "ray"
+        else None
+    )
+    kwargs = {
+        "root": info.root,
+        "columns": role_columns(role),
+        "spec": spec,
+        "epoch": None,
+        "stream": ROLE_STREAM[role],
+    }
+    ds = ds.map_batches(read_segments, batch_size=1, batch_format="numpy", fn_kwargs=kwargs, num_cpus=cfg.ray_task_cpus)
     _set_context(ds, cfg)
     return ds
 
@@ -107,15 +123,28 @@ def plan_dataset(cfg, info: DatasetInfo, role: str, segments: Sequence[Segment],
     import ray.data
 
     part = info.part(role)
-    items = [{"segment": json.dumps({"paths": [part.shards[i].path for i in seg.shards],
-                                     "rows": [part.shards[i].rows for i in seg.shards],
-                                     "entries": seg.entries, "positions": seg.positions})}
-             for seg in segments]
+    items = [
+        {
+            "segment": json.dumps(
+                {
+                    "paths": [part.shards[i].path for i in seg.shards],
+                    "rows": [part.shards[i].rows for i in seg.shards],
+                    "entries": seg.entries,
+                    "positions": seg.positions,
+                }
+            )
+        }
+        for seg in segments
+    ]
     ds = ray.data.from_items(items, override_num_blocks=max(1, len(items)))
-    kwargs = {"root": info.root, "columns": role_columns(role), "spec": spec if cfg.decode == "ray" else None,
-              "epoch": epoch, "stream": ROLE_STREAM[role]}
-    ds = ds.map_batches(read_segments, batch_size=1, batch_format="numpy", fn_kwargs=kwargs,
-                        num_cpus=cfg.ray_task_cpus)
+    kwargs = {
+        "root": info.root,
+        "columns": role_columns(role),
+        "spec": spec if cfg.decode == "ray" else None,
+        "epoch": epoch,
+        "stream": ROLE_STREAM[role],
+    }
+    ds = ds.map_batches(read_segments, batch_size=1, batch_format="numpy", fn_kwargs=kwargs, num_cpus=cfg.ray_task_cpus)
     ds.context.execution_options.preserve_order = True  # the plan order is the point
     _set_context(ds, cfg)
     return ds
@@ -126,9 +155,21 @@ def local_plan_rows(info: DatasetInfo, role: str, segments: Sequence[Segment]) -
     own body, without Ray Data; the batches have the columns Ray's numpy batches have."""
     part = info.part(role)
     for seg in segments:
-        item = {"segment": np.array([json.dumps({"paths": [part.shards[i].path for i in seg.shards],
-                                                 "rows": [part.shards[i].rows for i in seg.shards],
-                                                 "entries": seg.entries, "positions": seg.positions})])}
-        for table in read_segments(item, root=info.root, columns=role_columns(role), spec=None, epoch=None,
-                                   stream=ROLE_STREAM[role]):
+        item = {
+            "segment": np.array(
+                [
+                    json.dumps(
+                        {
+                            "paths": [part.shards[i].path for i in seg.shards],
+                            "rows": [part.shards[i].rows for i in seg.shards],
+                            "entries": seg.entries,
+                            "positions": seg.positions,
+                        }
+                    )
+                ]
+            )
+        }
+        for table in read_segments(
+            item, root=info.root, columns=role_columns(role), spec=None, epoch=None, stream=ROLE_STREAM[role]
+        ):
             yield {name: table.column(name).to_numpy(zero_copy_only=False) for name in table.column_names}

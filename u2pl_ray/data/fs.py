@@ -28,8 +28,17 @@ import pyarrow.fs as pafs
 from u2pl_ray.data.errors import DataError
 
 # Query keys that configure the S3 client (anything else is refused, so a typo is an error).
-S3_OPTIONS = ("endpoint_override", "scheme", "region", "connect_timeout", "request_timeout", "max_attempts",
-              "profile", "allow_bucket_creation", "force_virtual_addressing")
+S3_OPTIONS = (
+    "endpoint_override",
+    "scheme",
+    "region",
+    "connect_timeout",
+    "request_timeout",
+    "max_attempts",
+    "profile",
+    "allow_bucket_creation",
+    "force_virtual_addressing",
+)
 _SECRET_WORDS = ("secret", "password", "token", "access_key", "credential", "signature", "key_id")
 
 
@@ -85,13 +94,17 @@ def resolve_filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
         return pafs.LocalFileSystem(), str(path)
     parts = urlsplit(uri)
     if parts.username or parts.password:
-        raise DataError(f"credentials in a URI are refused ({redact(uri)}): use AWS_ACCESS_KEY_ID/"
-                        "AWS_SECRET_ACCESS_KEY in the environment or a profile (AWS_PROFILE)")
+        raise DataError(
+            f"credentials in a URI are refused ({redact(uri)}): use AWS_ACCESS_KEY_ID/"
+            "AWS_SECRET_ACCESS_KEY in the environment or a profile (AWS_PROFILE)"
+        )
     options = dict(parse_qsl(parts.query, keep_blank_values=True))
     secrets = [k for k in options if _is_secret(k)]
     if secrets:
-        raise DataError(f"credentials in a URI are refused ({redact(uri)}, keys {secrets}): put them in the "
-                        "environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) or a profile")
+        raise DataError(
+            f"credentials in a URI are refused ({redact(uri)}, keys {secrets}): put them in the "
+            "environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) or a profile"
+        )
     path = (parts.netloc + parts.path).rstrip("/")
     if parts.scheme in ("s3", "s3a"):
         return _s3(options, uri), path
@@ -114,8 +127,9 @@ def _s3(options: dict[str, str], uri: str) -> pafs.S3FileSystem:
     if endpoint:
         kwargs["endpoint_override"] = endpoint
         # A custom endpoint (MinIO, SeaweedFS, ...) has no region lookup; pin one unless told.
-        kwargs["region"] = options.get("region") or os.environ.get("AWS_REGION") or os.environ.get(
-            "AWS_DEFAULT_REGION") or "us-east-1"
+        kwargs["region"] = (
+            options.get("region") or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+        )
     elif options.get("region"):
         kwargs["region"] = options["region"]
     if scheme:
@@ -139,8 +153,9 @@ def _profile_credentials(profile: str, uri: str) -> dict[str, str]:
     try:
         import botocore.session
     except ImportError:
-        raise DataError(f"{redact(uri)} names profile '{profile}', which needs botocore; "
-                        "or set AWS_PROFILE instead") from None
+        raise DataError(
+            f"{redact(uri)} names profile '{profile}', which needs botocore; or set AWS_PROFILE instead"
+        ) from None
     try:
         creds = botocore.session.Session(profile=profile).get_credentials()
     except Exception as exc:  # botocore raises ProfileNotFound and friends
@@ -176,8 +191,12 @@ def storage_error(exc: BaseException, uri: str, action: str) -> DataError:
     # Unreachable first, and 403 only as a whole number: the endpoint's port (say 40371) is in the text too.
     if "network_connection" in low or "couldn't connect" in low or "curlcode: 7" in low or "timed out" in low:
         hint = " (endpoint unreachable: check endpoint_override / AWS_ENDPOINT_URL and the network)"
-    elif ("access_denied" in low or "invalidaccesskeyid" in low or "signaturedoesnotmatch" in low
-          or re.search(r"(?<![\d.:])403(?!\d)", text)):
+    elif (
+        "access_denied" in low
+        or "invalidaccesskeyid" in low
+        or "signaturedoesnotmatch" in low
+        or re.search(r"(?<![\d.:])403(?!\d)", text)
+    ):
         hint = " (access denied: check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or the profile)"
     elif "nosuchbucket" in low or "bucket does not exist" in low:
         hint = " (the bucket does not exist)"

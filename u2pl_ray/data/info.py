@@ -53,8 +53,10 @@ class DatasetInfo:
         return {"labeled": self.labeled, "unlabeled": self.unlabeled, "val": self.val}[role]
 
     def summary(self) -> str:
-        return (f"{self.name} split {self.split}: {self.num_labeled} labelled, {self.num_unlabeled} unlabelled, "
-                f"{self.num_val} val images, {self.num_classes} classes ({redact(self.root)})")
+        return (
+            f"{self.name} split {self.split}: {self.num_labeled} labelled, {self.num_unlabeled} unlabelled, "
+            f"{self.num_val} val images, {self.num_classes} classes ({redact(self.root)})"
+        )
 
 
 def read_manifest(root: str) -> Manifest:
@@ -64,18 +66,26 @@ def read_manifest(root: str) -> Manifest:
         text = fs_read_bytes(fs, posixpath.join(path, MANIFEST_NAME), uri).decode("utf-8")
     except DataError as exc:
         if str(exc).startswith("not found"):
-            raise DataError(f"{redact(root)} holds no converted dataset (no {MANIFEST_NAME}; convert one with "
-                            "`python -m u2pl_ray.data.convert`, or an earlier conversion did not finish)") from None
+            raise DataError(
+                f"{redact(root)} holds no converted dataset (no {MANIFEST_NAME}; convert one with "
+                "`python -m u2pl_ray.data.convert`, or an earlier conversion did not finish)"
+            ) from None
         raise
     return Manifest.from_json(text, redact(uri))
 
 
 def info_from_manifest(root: str, manifest: Manifest, split: str) -> DatasetInfo:
     return DatasetInfo(
-        root=root, name=manifest.name, split=split,
-        class_names=tuple(c.name for c in manifest.classes), class_colors=tuple(c.color for c in manifest.classes),
-        ignore_index=manifest.ignore_index, labeled=manifest.part(split, "labeled"),
-        unlabeled=manifest.part(split, "unlabeled"), val=manifest.val, source=manifest.source,
+        root=root,
+        name=manifest.name,
+        split=split,
+        class_names=tuple(c.name for c in manifest.classes),
+        class_colors=tuple(c.color for c in manifest.classes),
+        ignore_index=manifest.ignore_index,
+        labeled=manifest.part(split, "labeled"),
+        unlabeled=manifest.part(split, "unlabeled"),
+        val=manifest.val,
+        source=manifest.source,
     )
 
 
@@ -86,11 +96,15 @@ def load_dataset_info(cfg, check_shards: bool = True) -> DatasetInfo:
     manifest = read_manifest(root)
     info = info_from_manifest(root, manifest, cfg.split)
     if info.ignore_index != cfg.ignore_index:
-        raise DataError(f"dataset {redact(root)} uses ignore index {info.ignore_index} but data.ignore_index is "
-                        f"{cfg.ignore_index}; set data.ignore_index={info.ignore_index}")
+        raise DataError(
+            f"dataset {redact(root)} uses ignore index {info.ignore_index} but data.ignore_index is "
+            f"{cfg.ignore_index}; set data.ignore_index={info.ignore_index}"
+        )
     if info.num_labeled == 0:
-        raise DataError(f"split '{cfg.split}' of {redact(root)} is empty: it has no labelled images "
-                        f"(unlabelled: {info.num_unlabeled})")
+        raise DataError(
+            f"split '{cfg.split}' of {redact(root)} is empty: it has no labelled images "
+            f"(unlabelled: {info.num_unlabeled})"
+        )
     if info.num_val == 0:
         log.warning("dataset %s has no validation images: validation will score nothing", redact(root))
     if check_shards:
@@ -110,13 +124,22 @@ def check_split_for_method(info: DatasetInfo, needs_unlabeled: bool, method: str
     """DataError when a semi-supervised method is asked of a split without unlabelled images: every
     worker would fail on its first step (and be retried `max_failures` times)."""
     if needs_unlabeled and info.num_unlabeled == 0:
-        raise DataError(f"split '{info.split}' of {redact(info.root)} has no unlabelled images "
-                        f"({info.num_labeled} labelled): method.name={method} needs some. Choose a split with "
-                        "unlabelled images, or train it with method.name=supervised")
+        raise DataError(
+            f"split '{info.split}' of {redact(info.root)} has no unlabelled images "
+            f"({info.num_labeled} labelled): method.name={method} needs some. Choose a split with "
+            "unlabelled images, or train it with method.name=supervised"
+        )
 
 
-def iters_per_epoch(info: DatasetInfo, cfg, world_size: int, *, needs_unlabeled: bool = True, method: str = "u2pl",
-                    fixed: int | None = None) -> int:
+def iters_per_epoch(
+    info: DatasetInfo,
+    cfg,
+    world_size: int,
+    *,
+    needs_unlabeled: bool = True,
+    method: str = "u2pl",
+    fixed: int | None = None,
+) -> int:
     """`fixed` (schedule.iters_per_epoch) when given, else floor(ceil(N / W) / B) (spec §1.5) with N the
     unlabelled images, or the labelled ones for a method that reads no unlabelled images (supervised).
     Checks first that the split suits the method."""
@@ -128,8 +151,10 @@ def iters_per_epoch(info: DatasetInfo, cfg, world_size: int, *, needs_unlabeled:
     n = math.ceil(total / world) // cfg.batch_size
     if n <= 0:
         which = "unlabelled" if needs_unlabeled else "labelled"
-        raise DataError(f"{total} {which} images over {world} worker(s) at data.batch_size={cfg.batch_size} "
-                        "make no full batch per worker: use fewer workers or a smaller batch")
+        raise DataError(
+            f"{total} {which} images over {world} worker(s) at data.batch_size={cfg.batch_size} "
+            "make no full batch per worker: use fewer workers or a smaller batch"
+        )
     return n
 
 

@@ -39,7 +39,7 @@ def _windows(part: PartInfo, window_rows: int, rng: np.random.Generator) -> list
     group = max(1, math.ceil(window_rows / per_file)) if window_rows > 0 else 1
     windows = []
     for start in range(0, len(order), group):
-        entries = [(int(f), r) for f in order[start:start + group] for r in range(part.shards[int(f)].rows)]
+        entries = [(int(f), r) for f in order[start : start + group] for r in range(part.shards[int(f)].rows)]
         if window_rows > 0:
             perm = rng.permutation(len(entries))
             entries = [entries[i] for i in perm]
@@ -47,14 +47,16 @@ def _windows(part: PartInfo, window_rows: int, rng: np.random.Generator) -> list
     return windows
 
 
-def pass_windows(part: PartInfo, seed: int, epoch: int, stream: int, pass_index: int,
-                 window_rows: int) -> list[list[tuple[int, int]]]:
+def pass_windows(
+    part: PartInfo, seed: int, epoch: int, stream: int, pass_index: int, window_rows: int
+) -> list[list[tuple[int, int]]]:
     rng = np.random.default_rng([seed & (2**63 - 1), epoch, stream, pass_index])
     return _windows(part, window_rows, rng)
 
 
-def plan_segments(part: PartInfo, seed: int, epoch: int, stream: int, start: int, stop: int,
-                  window_rows: int) -> list[Segment]:
+def plan_segments(
+    part: PartInfo, seed: int, epoch: int, stream: int, start: int, stop: int, window_rows: int
+) -> list[Segment]:
     """The segments covering plan positions [start, stop) of one epoch, in order."""
     length = part.rows
     if length <= 0 or stop <= start:
@@ -69,11 +71,13 @@ def plan_segments(part: PartInfo, seed: int, epoch: int, stream: int, start: int
                 chosen = window[lo:hi]
                 shards = tuple(sorted({f for f, _ in chosen}))
                 local = {f: i for i, f in enumerate(shards)}
-                segments.append(Segment(
-                    shards=shards,
-                    entries=tuple((local[f], r) for f, r in chosen),
-                    positions=tuple(range(base + offset + lo, base + offset + hi)),
-                ))
+                segments.append(
+                    Segment(
+                        shards=shards,
+                        entries=tuple((local[f], r) for f, r in chosen),
+                        positions=tuple(range(base + offset + lo, base + offset + hi)),
+                    )
+                )
             offset += len(window)
     return segments
 

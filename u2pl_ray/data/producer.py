@@ -6,9 +6,9 @@ from __future__ import annotations
 import queue
 import threading
 from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -49,9 +49,17 @@ class Counters:
             self.padded += padded
 
 
-def items_from_batches(batches: Iterable[dict[str, np.ndarray]], spec: RowSpec, *, epoch: int, stream: int,
-                       on_bad_sample: str, counters: Counters, pool: ThreadPoolExecutor | None,
-                       position_base: int) -> Iterator[Item]:
+def items_from_batches(
+    batches: Iterable[dict[str, np.ndarray]],
+    spec: RowSpec,
+    *,
+    epoch: int,
+    stream: int,
+    on_bad_sample: str,
+    counters: Counters,
+    pool: ThreadPoolExecutor | None,
+    position_base: int,
+) -> Iterator[Item]:
     """Samples in row order. Rows arrive raw (decoded here, in `pool`) or decoded by Ray (`error` column).
     Bad rows raise BadSampleError or are counted and dropped, per `on_bad_sample`."""
     count = 0
@@ -91,16 +99,28 @@ def _from_decoded(batch: dict[str, np.ndarray], positions: np.ndarray) -> Iterat
         yield Item(tensor("image", i), tensor("mask", i), str(batch["id"][i]), int(positions[i]), extra)
 
 
-def _decode_here(batch: dict[str, np.ndarray], positions: np.ndarray, spec: RowSpec, epoch: int, stream: int,
-                 pool: ThreadPoolExecutor | None) -> list[Item | BadSampleError]:
+def _decode_here(
+    batch: dict[str, np.ndarray],
+    positions: np.ndarray,
+    spec: RowSpec,
+    epoch: int,
+    stream: int,
+    pool: ThreadPoolExecutor | None,
+) -> list[Item | BadSampleError]:
     masks = batch.get("mask")
 
     def one(i: int) -> Item | BadSampleError:
         where = row_where(batch["where"][i], batch["id"][i])
         try:
-            views = process_row(spec, batch["image"][i], masks[i] if masks is not None else None,
-                                batch["height"][i], batch["width"][i], where,
-                                view_rngs(spec, epoch, stream, int(positions[i])))
+            views = process_row(
+                spec,
+                batch["image"][i],
+                masks[i] if masks is not None else None,
+                batch["height"][i],
+                batch["width"][i],
+                where,
+                view_rngs(spec, epoch, stream, int(positions[i])),
+            )
         except BadSampleError as exc:
             return exc
         (img, msk), extra = views[0], tuple(views[1:])
@@ -111,8 +131,9 @@ def _decode_here(batch: dict[str, np.ndarray], positions: np.ndarray, spec: RowS
     return list(pool.map(one, range(len(batch["id"]))))
 
 
-def batches_of(items: Iterator[Item], batch_size: int, count: int, counters: Counters,
-               position_base: int, stop: threading.Event) -> Iterator[StackedBatch]:
+def batches_of(
+    items: Iterator[Item], batch_size: int, count: int, counters: Counters, position_base: int, stop: threading.Event
+) -> Iterator[StackedBatch]:
     """Exactly `count` batches. The streams are sized to cover the epoch (`stream_repeats`), so items run
     short only when rows were skipped as bad; the missing places are then filled by cycling through the
     samples delivered last, in order, as DistributedSampler pads (a running index, so successive padded
@@ -129,8 +150,10 @@ def batches_of(items: Iterator[Item], batch_size: int, count: int, counters: Cou
             if item is None:
                 exhausted = True
                 if not recent:
-                    raise DataError("the stream delivered no usable sample this epoch (too few rows for this "
-                                    "worker, or all of them skipped as bad)")
+                    raise DataError(
+                        "the stream delivered no usable sample this epoch (too few rows for this "
+                        "worker, or all of them skipped as bad)"
+                    )
                 item = recent[cursor % len(recent)]
                 cursor += 1
                 padded += 1
@@ -144,9 +167,15 @@ def batches_of(items: Iterator[Item], batch_size: int, count: int, counters: Cou
         images = torch.stack([it.image for it in chosen])
         masks = torch.stack([it.mask for it in chosen])
         extra = range(len(chosen[0].extra))
-        yield StackedBatch(images, masks, [it.id for it in chosen], entries, padded,
-                           tuple(torch.stack([it.extra[v][0] for it in chosen]) for v in extra),
-                           tuple(torch.stack([it.extra[v][1] for it in chosen]) for v in extra))
+        yield StackedBatch(
+            images,
+            masks,
+            [it.id for it in chosen],
+            entries,
+            padded,
+            tuple(torch.stack([it.extra[v][0] for it in chosen]) for v in extra),
+            tuple(torch.stack([it.extra[v][1] for it in chosen]) for v in extra),
+        )
 
 
 _END = object()

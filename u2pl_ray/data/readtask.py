@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import json
 import posixpath
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -16,12 +17,12 @@ from u2pl_ray.data.errors import DataError
 from u2pl_ray.data.fs import resolve_filesystem, storage_error
 from u2pl_ray.data.shards import shard_where
 
-
 OUTPUT_ROWS = 32
 
 
-def read_segments(batch: dict[str, np.ndarray], root: str, columns: list[str], spec: Any, epoch: int | None,
-                  stream: int) -> Iterator[Any]:
+def read_segments(
+    batch: dict[str, np.ndarray], root: str, columns: list[str], spec: Any, epoch: int | None, stream: int
+) -> Iterator[Any]:
     fs, root_path = resolve_filesystem(root)
     pieces, indices, positions = [], [], []
     offset = 0

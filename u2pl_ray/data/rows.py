@@ -30,8 +30,13 @@ class RowSpec:
 
     @classmethod
     def from_config(cls, cfg, num_classes: int, seed: int, labeled: bool, views: int = 1) -> RowSpec:
-        return cls(WeakAugment.from_config(cfg), SampleChecks(num_classes, cfg.ignore_index), int(seed), labeled,
-                   1 if labeled else int(views))
+        return cls(
+            WeakAugment.from_config(cfg),
+            SampleChecks(num_classes, cfg.ignore_index),
+            int(seed),
+            labeled,
+            1 if labeled else int(views),
+        )
 
 
 def row_where(path: Any, row_id: Any) -> str:
@@ -41,8 +46,15 @@ def row_where(path: Any, row_id: Any) -> str:
 View = tuple[torch.Tensor, torch.Tensor]  # uint8 image [3,c,c], mask [c,c] (labels, or the padding mask)
 
 
-def process_row(spec: RowSpec, image: bytes, mask: bytes | None, height: Any, width: Any, where: str,
-                rngs: Sequence[np.random.Generator]) -> list[View]:
+def process_row(
+    spec: RowSpec,
+    image: bytes,
+    mask: bytes | None,
+    height: Any,
+    width: Any,
+    where: str,
+    rngs: Sequence[np.random.Generator],
+) -> list[View]:
     """Decode + check + weak augmentation of one row: one view per generator (`spec.views` of them),
     decoded once. Raises BadSampleError naming `where`."""
     if spec.labeled and mask is None:
@@ -67,8 +79,9 @@ def _int(value: Any) -> int | None:
     return None if value is None else int(value)
 
 
-def decode_rows_to_numpy(batch: dict[str, np.ndarray], spec: RowSpec, epoch: int | None, stream: int,
-                         where_column: str) -> dict[str, np.ndarray]:
+def decode_rows_to_numpy(
+    batch: dict[str, np.ndarray], spec: RowSpec, epoch: int | None, stream: int, where_column: str
+) -> dict[str, np.ndarray]:
     """A Ray Data `map_batches` body: raw rows -> decoded, augmented arrays plus an `error` column (""
     for good rows). Bad rows are kept (zeros) so the worker counts or raises them under its policy.
     Columns `image`, `mask` (labels, or an unlabelled view's padding mask), and `image_<v>`, `mask_<v>`
@@ -83,8 +96,15 @@ def decode_rows_to_numpy(batch: dict[str, np.ndarray], spec: RowSpec, epoch: int
         where = row_where(batch[where_column][i], batch["id"][i])
         rngs = view_rngs(spec, epoch, stream, int(positions[i]) if positions is not None else None)
         try:
-            views = process_row(spec, batch["image"][i], batch["mask"][i] if "mask" in batch else None,
-                                batch["height"][i], batch["width"][i], where, rngs)
+            views = process_row(
+                spec,
+                batch["image"][i],
+                batch["mask"][i] if "mask" in batch else None,
+                batch["height"][i],
+                batch["width"][i],
+                where,
+                rngs,
+            )
         except BadSampleError as exc:
             errors[i] = str(exc)
             continue

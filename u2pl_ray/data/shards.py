@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import posixpath
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -16,8 +16,14 @@ from u2pl_ray.data.fs import fs_write_atomic, redact, storage_error
 from u2pl_ray.data.schema import SHARD_SCHEMA, PartInfo, ShardRef, check_shard_schema
 
 # Encoded images do not compress further: store them as they are and spend no CPU on it.
-_COMPRESSION = {"id": "snappy", "image": "none", "mask": "none", "height": "snappy", "width": "snappy",
-                "split": "snappy"}
+_COMPRESSION = {
+    "id": "snappy",
+    "image": "none",
+    "mask": "none",
+    "height": "snappy",
+    "width": "snappy",
+    "split": "snappy",
+}
 
 
 @dataclass
@@ -46,9 +52,18 @@ class ShardWriter:
     """Rows of one part (e.g. 'splits/1_8/labeled') into shards of at most `shard_rows` rows and
     `shard_mb` MB; each shard is written atomically when full, so a reader never sees a partial one."""
 
-    def __init__(self, fs: pafs.FileSystem, root_path: str, part_dir: str, split_label: str, *,
-                 shard_rows: int = 256, shard_mb: float = 256.0, num_classes: int | None = None,
-                 root_uri: str | None = None):
+    def __init__(
+        self,
+        fs: pafs.FileSystem,
+        root_path: str,
+        part_dir: str,
+        split_label: str,
+        *,
+        shard_rows: int = 256,
+        shard_mb: float = 256.0,
+        num_classes: int | None = None,
+        root_uri: str | None = None,
+    ):
         self.fs, self.root_path, self.part_dir, self.split_label = fs, root_path, part_dir, split_label
         self.shard_rows, self.shard_bytes = int(shard_rows), int(shard_mb * 2**20)
         self.root_uri = root_uri or root_path
@@ -83,8 +98,9 @@ class ShardWriter:
             schema=SHARD_SCHEMA,
         )
         rel = posixpath.join(self.part_dir, shard_name(len(self._shards)))
-        fs_write_atomic(self.fs, posixpath.join(self.root_path, rel), table_to_parquet_bytes(table),
-                        f"{self.root_uri} :: {rel}")
+        fs_write_atomic(
+            self.fs, posixpath.join(self.root_path, rel), table_to_parquet_bytes(table), f"{self.root_uri} :: {rel}"
+        )
         self._shards.append(ShardRef(rel, len(rows)))
         self._rows, self._bytes = [], 0
 
@@ -125,8 +141,14 @@ def open_shard(fs: pafs.FileSystem, root_path: str, ref: ShardRef, root_uri: str
     return pf
 
 
-def read_shard_rows(fs: pafs.FileSystem, root_path: str, ref: ShardRef, root_uri: str,
-                    rows: Sequence[int] | None = None, columns: Sequence[str] | None = None) -> pa.Table:
+def read_shard_rows(
+    fs: pafs.FileSystem,
+    root_path: str,
+    ref: ShardRef,
+    root_uri: str,
+    rows: Sequence[int] | None = None,
+    columns: Sequence[str] | None = None,
+) -> pa.Table:
     """The whole shard, or the given row positions of it (in that order)."""
     pf = open_shard(fs, root_path, ref, root_uri)
     try:
@@ -138,8 +160,9 @@ def read_shard_rows(fs: pafs.FileSystem, root_path: str, ref: ShardRef, root_uri
     return table
 
 
-def iter_part_rows(fs: pafs.FileSystem, root_path: str, part: PartInfo, root_uri: str,
-                   start: int = 0, stop: int | None = None) -> Iterator[tuple[ShardRef, int, dict]]:
+def iter_part_rows(
+    fs: pafs.FileSystem, root_path: str, part: PartInfo, root_uri: str, start: int = 0, stop: int | None = None
+) -> Iterator[tuple[ShardRef, int, dict]]:
     """(shard, row in shard, row dict) for global row positions [start, stop) of a part, reading only
     the shards that overlap that range."""
     stop = part.rows if stop is None else min(stop, part.rows)

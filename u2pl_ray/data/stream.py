@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 
@@ -44,7 +45,12 @@ from u2pl_ray.data.rows import RowSpec
 from u2pl_ray.data.val import iter_val_samples
 
 __all__ = [
-    "Batch", "TrainStream", "build_train_datasets", "check_cpu_budget", "iter_val_samples", "iters_per_epoch",
+    "Batch",
+    "TrainStream",
+    "build_train_datasets",
+    "check_cpu_budget",
+    "iter_val_samples",
+    "iters_per_epoch",
     "load_dataset_info",
     "train_dataset_config",
 ]
@@ -66,9 +72,20 @@ class Batch:
 
 
 class TrainStream:
-    def __init__(self, cfg, *, labeled: Any, unlabeled: Any = None, rank: int = 0, world_size: int = 1, seed: int = 0,
-                 iters_per_epoch: int, info: DatasetInfo | None = None, unlabeled_views: int = 1,
-                 read_unlabeled: bool | None = None):
+    def __init__(
+        self,
+        cfg,
+        *,
+        labeled: Any,
+        unlabeled: Any = None,
+        rank: int = 0,
+        world_size: int = 1,
+        seed: int = 0,
+        iters_per_epoch: int,
+        info: DatasetInfo | None = None,
+        unlabeled_views: int = 1,
+        read_unlabeled: bool | None = None,
+    ):
         self.cfg = cfg
         self.info = info if info is not None else load_dataset_info(cfg, check_shards=False)
         self.rank, self.world_size, self.seed = int(rank), int(world_size), int(seed)
@@ -81,9 +98,12 @@ class TrainStream:
         self.roles = ["labeled"] + (["unlabeled"] if semi and self.info.num_unlabeled > 0 else [])
         if not cfg.deterministic and labeled is None:
             raise DataError("TrainStream needs the labelled dataset shard (ray.train.get_dataset_shard('labeled'))")
-        self.specs = {role: RowSpec.from_config(cfg, self.info.num_classes, self.seed, labeled=role == "labeled",
-                                                views=unlabeled_views)
-                      for role in self.roles}
+        self.specs = {
+            role: RowSpec.from_config(
+                cfg, self.info.num_classes, self.seed, labeled=role == "labeled", views=unlabeled_views
+            )
+            for role in self.roles
+        }
         self._counters = Counters()
         self._wait_s = 0.0
         self._state: dict[str, Any] = {"epoch": 0, "batches": 0, "entries": {}}
@@ -100,16 +120,21 @@ class TrainStream:
         if start >= self.iters:
             return
         entries = self._resume_entries(epoch, start)
-        producers = {role: self._producer(role, epoch, start, entries.get(role, start * self.cfg.batch_size))
-                     for role in self.roles}
+        producers = {
+            role: self._producer(role, epoch, start, entries.get(role, start * self.cfg.batch_size))
+            for role in self.roles
+        }
         try:
             for k in range(start, self.iters):
                 t0 = time.perf_counter()
                 got: dict[str, StackedBatch] = {role: p.get() for role, p in producers.items()}
                 self._wait_s += time.perf_counter() - t0
                 lab, unl = got["labeled"], got.get("unlabeled")
-                self._state = {"epoch": epoch, "batches": k + 1,
-                               "entries": {role: b.entries for role, b in got.items()}}
+                self._state = {
+                    "epoch": epoch,
+                    "batches": k + 1,
+                    "entries": {role: b.entries for role, b in got.items()},
+                }
                 batch = Batch(image_l=lab.images, label_l=lab.masks, image_u=None, ids_l=lab.ids, ids_u=None)
                 if unl is not None:
                     batch.image_u, batch.pad_u, batch.ids_u = unl.images, unl.masks, unl.ids
@@ -123,8 +148,11 @@ class TrainStream:
     def counters(self) -> dict[str, float]:
         """Cumulative since construction: rows skipped as bad, samples repeated to fill a short epoch,
         seconds the loop waited for data."""
-        return {"skipped_bad_samples": self._counters.skipped, "padded_samples": self._counters.padded,
-                "data_wait_s": self._wait_s}
+        return {
+            "skipped_bad_samples": self._counters.skipped,
+            "padded_samples": self._counters.padded,
+            "data_wait_s": self._wait_s,
+        }
 
     def state_dict(self) -> dict[str, Any]:
         """The position in the epoch (for an exact mid-epoch resume in deterministic mode)."""
@@ -140,7 +168,7 @@ class TrainStream:
         saved, self._resume = self._resume, None
         if saved and saved.get("epoch") == epoch and saved.get("batches") == start:
             return dict(saved.get("entries") or {})
-        return {role: start * self.cfg.batch_size for role in self.roles}
+        return dict.fromkeys(self.roles, start * self.cfg.batch_size)
 
     def _producer(self, role: str, epoch: int, start: int, entries: int) -> Producer:
         cfg = self.cfg
@@ -149,17 +177,29 @@ class TrainStream:
         base = rank_range(self.rank, self.per_rank)[0] if cfg.deterministic else (self.rank << 40)
 
         def make(stop: threading.Event) -> Iterator[StackedBatch]:
-            pool = ThreadPoolExecutor(cfg.decode_threads, thread_name_prefix=f"decode-{role}") \
-                if cfg.decode == "worker" else None
+            pool = (
+                ThreadPoolExecutor(cfg.decode_threads, thread_name_prefix=f"decode-{role}")
+                if cfg.decode == "worker"
+                else None
+            )
             try:
                 if cfg.deterministic:
                     rows = self._plan_rows(role, epoch, base + entries)
                 else:
                     rows = self._split_rows(role)
-                items = items_from_batches(rows, spec, epoch=epoch, stream=stream, on_bad_sample=cfg.on_bad_sample,
-                                           counters=self._counters, pool=pool, position_base=base)
-                yield from batches_of(items, cfg.batch_size, self.iters - start, self._counters,
-                                      position_base=base, stop=stop)
+                items = items_from_batches(
+                    rows,
+                    spec,
+                    epoch=epoch,
+                    stream=stream,
+                    on_bad_sample=cfg.on_bad_sample,
+                    counters=self._counters,
+                    pool=pool,
+                    position_base=base,
+                )
+                yield from batches_of(
+                    items, cfg.batch_size, self.iters - start, self._counters, position_base=base, stop=stop
+                )
             finally:
                 if pool is not None:
                     pool.shutdown(wait=False, cancel_futures=True)
@@ -171,8 +211,12 @@ class TrainStream:
         if shard is None:
             raise DataError(f"no '{role}' dataset shard was given to TrainStream")
         buffer = self.cfg.shuffle_buffer or None
-        return shard.iter_batches(batch_size=max(_PULL_ROWS, self.cfg.batch_size), batch_format="numpy",
-                                  local_shuffle_buffer_size=buffer, prefetch_batches=max(1, self.cfg.prefetch_batches))
+        return shard.iter_batches(
+            batch_size=max(_PULL_ROWS, self.cfg.batch_size),
+            batch_format="numpy",
+            local_shuffle_buffer_size=buffer,
+            prefetch_batches=max(1, self.cfg.prefetch_batches),
+        )
 
     def _plan_rows(self, role: str, epoch: int, first: int) -> Iterator[dict]:
         """Rows of this rank's plan from position `first` on: its share, then more only if asked for."""
@@ -186,6 +230,9 @@ class TrainStream:
                 lo, hi = hi, hi + max(_PLAN_EXTRA_ROWS, self.cfg.batch_size)
                 continue
             ds = plan_dataset(self.cfg, self.info, role, segments, self.specs[role], epoch)
-            yield from ds.iter_batches(batch_size=max(_PULL_ROWS, self.cfg.batch_size), batch_format="numpy",
-                                       prefetch_batches=max(1, self.cfg.prefetch_batches))
+            yield from ds.iter_batches(
+                batch_size=max(_PULL_ROWS, self.cfg.batch_size),
+                batch_format="numpy",
+                prefetch_batches=max(1, self.cfg.prefetch_batches),
+            )
             lo, hi = hi, hi + max(_PLAN_EXTRA_ROWS, self.cfg.batch_size)

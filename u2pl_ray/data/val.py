@@ -8,8 +8,8 @@ overlap the share are read, and decoding runs a few images ahead in threads.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Iterator
 
 import torch
 
@@ -28,8 +28,12 @@ def val_range(num_rows: int, rank: int, world_size: int) -> tuple[int, int]:
     return num_rows * rank // world, num_rows * (rank + 1) // world
 
 
-def iter_val_samples(cfg, info: DatasetInfo, rank: int = 0, world_size: int = 1,
-                     ) -> Iterator[tuple[str, torch.Tensor, torch.Tensor]]:
+def iter_val_samples(
+    cfg,
+    info: DatasetInfo,
+    rank: int = 0,
+    world_size: int = 1,
+) -> Iterator[tuple[str, torch.Tensor, torch.Tensor]]:
     """(id, image uint8 [3, H, W], label uint8 [H, W]) for this rank's share of the val set, in order.
     Bad rows raise BadSampleError, or are skipped with a warning under `data.on_bad_sample: skip`."""
     lo, hi = val_range(info.num_val, rank, world_size)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import math
 import posixpath
 import re
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pyarrow.fs as pafs
@@ -22,9 +23,18 @@ class DatasetWriter:
     """Opens one ShardWriter per part on demand; `finish()` closes them and writes manifest.json, whose
     presence marks the dataset complete (readers refuse a root without it)."""
 
-    def __init__(self, out_uri: str, name: str, classes: Sequence[ClassInfo], *, shard_rows: int = 256,
-                 shard_mb: float = 256.0, ignore_index: int = 255, overwrite: bool = False,
-                 source: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        out_uri: str,
+        name: str,
+        classes: Sequence[ClassInfo],
+        *,
+        shard_rows: int = 256,
+        shard_mb: float = 256.0,
+        ignore_index: int = 255,
+        overwrite: bool = False,
+        source: dict[str, Any] | None = None,
+    ):
         if not classes:
             raise DataError("a dataset needs at least one class")
         self.out_uri, self.name, self.classes = out_uri, name, tuple(classes)
@@ -36,8 +46,9 @@ class DatasetWriter:
         try:
             present = self.fs.get_file_info(manifest).type != pafs.FileType.NotFound
             if present and not overwrite:
-                raise DataError(f"{redact(out_uri)} already holds a dataset (manifest.json); pass --overwrite "
-                                "to replace it")
+                raise DataError(
+                    f"{redact(out_uri)} already holds a dataset (manifest.json); pass --overwrite to replace it"
+                )
             if present or (overwrite and self.fs.get_file_info(self.root).type == pafs.FileType.Directory):
                 self.fs.delete_dir_contents(self.root, missing_dir_ok=True)
         except OSError as exc:
@@ -46,8 +57,16 @@ class DatasetWriter:
         self._parts: dict[tuple[str, str], ShardWriter] = {}
 
     def _writer(self, part_dir: str, label: str) -> ShardWriter:
-        return ShardWriter(self.fs, self.root, part_dir, label, shard_rows=self.shard_rows, shard_mb=self.shard_mb,
-                           num_classes=len(self.classes), root_uri=self.out_uri)
+        return ShardWriter(
+            self.fs,
+            self.root,
+            part_dir,
+            label,
+            shard_rows=self.shard_rows,
+            shard_mb=self.shard_mb,
+            num_classes=len(self.classes),
+            root_uri=self.out_uri,
+        )
 
     def val(self) -> ShardWriter:
         if self._val is None:
@@ -74,10 +93,20 @@ class DatasetWriter:
         splits: dict[str, dict[str, PartInfo]] = {}
         for (split, role), writer in sorted(self._parts.items()):
             splits.setdefault(split, {})[role] = writer.close()
-        manifest = Manifest(name=self.name, classes=self.classes, val=val, splits=splits,
-                            ignore_index=self.ignore_index, source=self.source)
-        fs_write_atomic(self.fs, posixpath.join(self.root, MANIFEST_NAME), manifest.to_json().encode(),
-                        join_uri(self.out_uri, MANIFEST_NAME))
+        manifest = Manifest(
+            name=self.name,
+            classes=self.classes,
+            val=val,
+            splits=splits,
+            ignore_index=self.ignore_index,
+            source=self.source,
+        )
+        fs_write_atomic(
+            self.fs,
+            posixpath.join(self.root, MANIFEST_NAME),
+            manifest.to_json().encode(),
+            join_uri(self.out_uri, MANIFEST_NAME),
+        )
         return manifest
 
 

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from u2pl_ray.config import Config
+from u2pl_ray.console import bar
 from u2pl_ray.engine.inference import InferenceSpec
 from u2pl_ray.metrics import ConfusionMatrix
 
@@ -183,7 +184,8 @@ def confusion_of_share(
     from u2pl_ray.engine.validation import confusion_over
 
     count = [0]
-    samples = _counted(iter_val_samples(cfg.data, info, rank, world), count)
+    share = -(-info.num_val // max(1, world)) if world > 1 else info.num_val
+    samples = _counted(bar(iter_val_samples(cfg.data, info, rank, world), total=share, desc="evaluate"), count)
     matrix = confusion_over(model.to(device).eval(), samples, cfg, num_classes, device, contextlib.nullcontext)
     return matrix.mat.cpu().numpy(), count[0]
 

@@ -22,13 +22,27 @@ _IMAGE_SUFFIX = "_leftImg8bit"
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--root", required=True, help="folder holding leftImg8bit/ and gtFine/")
-    p.add_argument("--split", action="append", default=[], metavar="NAME=DIR",
-                   help="a split from a folder with labeled.txt and unlabeled.txt (repeatable)")
-    p.add_argument("--fraction", action="append", default=[], metavar="1_N",
-                   help="a seeded random split of all training images instead (repeatable; nested)")
-    p.add_argument("--labels", choices=["auto", "trainIds", "labelIds"], default="auto",
-                   help="mask files to read: *_labelTrainIds.png, or *_labelIds.png mapped to trainIds "
-                        "(auto: trainIds when present)")
+    p.add_argument(
+        "--split",
+        action="append",
+        default=[],
+        metavar="NAME=DIR",
+        help="a split from a folder with labeled.txt and unlabeled.txt (repeatable)",
+    )
+    p.add_argument(
+        "--fraction",
+        action="append",
+        default=[],
+        metavar="1_N",
+        help="a seeded random split of all training images instead (repeatable; nested)",
+    )
+    p.add_argument(
+        "--labels",
+        choices=["auto", "trainIds", "labelIds"],
+        default="auto",
+        help="mask files to read: *_labelTrainIds.png, or *_labelIds.png mapped to trainIds "
+        "(auto: trainIds when present)",
+    )
 
 
 def _stem_to_id(stem: str) -> str:
@@ -66,9 +80,16 @@ def convert(args: argparse.Namespace) -> Manifest:
     classes = [ClassInfo(i, name, colour) for i, (name, colour) in enumerate(cityscapes_train_classes())]
     lookup = tuple(cityscapes_id_to_train_id()) if labels == "labelIds" else None
     return write_dataset(
-        args.out, "cityscapes", classes, MaskRules(len(classes), 255, lookup=lookup),
+        args.out,
+        "cityscapes",
+        classes,
+        MaskRules(len(classes), 255, lookup=lookup),
         val=[_item(root, "val", i, labels) for i in _ids_in(root, "val")],
-        train=[_item(root, "train", i, labels) for i in train_ids], labeled=labeled, shard_rows=args.shard_rows,
-        shard_mb=args.shard_mb, overwrite=args.overwrite, workers=args.workers,
+        train=[_item(root, "train", i, labels) for i in train_ids],
+        labeled=labeled,
+        shard_rows=args.shard_rows,
+        shard_mb=args.shard_mb,
+        overwrite=args.overwrite,
+        workers=args.workers,
         source={"converter": "cityscapes", "root": str(root), "labels": labels, "splits": sorted(labeled)},
     )

@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import io
 import logging
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 from PIL import Image
 
+from u2pl_ray.console import bar
 from u2pl_ray.data.codec import encode_png, image_format
 from u2pl_ray.data.errors import DataError
 from u2pl_ray.data.schema import ClassInfo, Manifest
@@ -78,8 +79,9 @@ def read_mask(path: Path, rules: MaskRules) -> np.ndarray:
     bad = (ids >= rules.num_classes) & (ids != rules.ignore_index) | (ids < 0)
     if bad.any():
         values = np.unique(ids[bad])[:8].tolist()
-        raise DataError(f"mask {path} has class ids {values} outside 0..{rules.num_classes - 1} "
-                        f"(ignore = {rules.ignore_index})")
+        raise DataError(
+            f"mask {path} has class ids {values} outside 0..{rules.num_classes - 1} (ignore = {rules.ignore_index})"
+        )
     return ids.astype(np.uint8)
 
 
@@ -105,20 +107,33 @@ def load_sample(item: Item, rules: MaskRules, with_mask: bool) -> Sample:
         raise DataError(f"image {item.image} (id {item.id}) is labelled in a split but has no mask")
     ids = read_mask(item.mask, rules)
     if ids.shape != (height, width):
-        raise DataError(f"mask {item.mask} is {ids.shape[0]}x{ids.shape[1]} but image {item.image} is "
-                        f"{height}x{width} (HxW)")
+        raise DataError(
+            f"mask {item.mask} is {ids.shape[0]}x{ids.shape[1]} but image {item.image} is {height}x{width} (HxW)"
+        )
     pixels = np.bincount(ids.ravel(), minlength=256)[: rules.num_classes]
     return Sample(item.id, image, encode_png(ids), height, width, class_pixels=pixels)
 
 
-def _parallel(items: Sequence[Item], fn, workers: int) -> Iterable[Sample]:
+def _parallel(items: Sequence[Item], fn, workers: int, desc: str = "") -> Iterable[Sample]:
     with ThreadPoolExecutor(max(1, workers)) as pool:
-        yield from pool.map(fn, items)
+        yield from bar(pool.map(fn, items), total=len(items), desc=desc)
 
 
-def write_dataset(out: str, name: str, classes: Sequence[ClassInfo], rules: MaskRules, *, val: Sequence[Item],
-                  train: Sequence[Item], labeled: dict[str, set[str]], shard_rows: int, shard_mb: float,
-                  overwrite: bool, workers: int, source: dict) -> Manifest:
+def write_dataset(
+    out: str,
+    name: str,
+    classes: Sequence[ClassInfo],
+    rules: MaskRules,
+    *,
+    val: Sequence[Item],
+    train: Sequence[Item],
+    labeled: dict[str, set[str]],
+    shard_rows: int,
+    shard_mb: float,
+    overwrite: bool,
+    workers: int,
+    source: dict,
+) -> Manifest:
     """val items (labelled) and train items; `labeled[split]` = ids labelled in that split, the other
     train items are its unlabelled rows (written without masks)."""
     known = {it.id for it in train}
@@ -128,15 +143,24 @@ def write_dataset(out: str, name: str, classes: Sequence[ClassInfo], rules: Mask
             raise DataError(f"split '{split}' lists ids that are not training images: {missing}")
         if not ids:
             raise DataError(f"split '{split}' has no labelled images")
-    writer = DatasetWriter(out, name, classes, shard_rows=shard_rows, shard_mb=shard_mb,
-                           ignore_index=rules.ignore_index, overwrite=overwrite, source=source)
-    for i, sample in enumerate(_parallel(val, lambda it: load_sample(it, rules, True), workers)):
+    writer = DatasetWriter(
+        out,
+        name,
+        classes,
+        shard_rows=shard_rows,
+        shard_mb=shard_mb,
+        ignore_index=rules.ignore_index,
+        overwrite=overwrite,
+        source=source,
+    )
+    for sample in _parallel(val, lambda it: load_sample(it, rules, True), workers, "convert val"):
         writer.val().add(sample)
     log.info("val: %d images", len(val))
     any_labeled = set().union(*labeled.values()) if labeled else set()
     for split in labeled:
         writer.declare_split(split)
-    for i, sample in enumerate(_parallel(train, lambda it: load_sample(it, rules, it.id in any_labeled), workers)):
+    train_samples = _parallel(train, lambda it: load_sample(it, rules, it.id in any_labeled), workers, "convert train")
+    for i, sample in enumerate(train_samples):
         bare = Sample(sample.id, sample.image, None, sample.height, sample.width)
         for split, ids in labeled.items():
             if sample.id in ids:

@@ -31,13 +31,27 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--images", default="images", help="image subfolder (default images)")
     p.add_argument("--masks", default="masks", help="mask subfolder (default masks)")
     p.add_argument("--classes", required=True, help="classes file: `name` or `name R G B` per line")
-    p.add_argument("--fraction", action="append", default=[], metavar="1_N",
-                   help="labelled share of the masked training images (repeatable; nested; 'full' = all)")
-    p.add_argument("--split", action="append", default=[], metavar="NAME=FILE",
-                   help="a split whose labelled stems are listed in FILE (repeatable)")
+    p.add_argument(
+        "--fraction",
+        action="append",
+        default=[],
+        metavar="1_N",
+        help="labelled share of the masked training images (repeatable; nested; 'full' = all)",
+    )
+    p.add_argument(
+        "--split",
+        action="append",
+        default=[],
+        metavar="NAME=FILE",
+        help="a split whose labelled stems are listed in FILE (repeatable)",
+    )
     p.add_argument("--val-list", help="stems of the validation images (they need masks)")
-    p.add_argument("--val-fraction", type=float, default=0.1,
-                   help="seeded share of the masked images held out for validation when --val-list is absent")
+    p.add_argument(
+        "--val-fraction",
+        type=float,
+        default=0.1,
+        help="seeded share of the masked images held out for validation when --val-list is absent",
+    )
     p.add_argument("--name", default="folder", help="dataset name in the manifest")
 
 
@@ -110,8 +124,16 @@ def convert(args: argparse.Namespace) -> Manifest:
         raise DataError("give at least one --fraction 1_N or --split NAME=FILE")
     rules = MaskRules(len(classes), 255, colors=tuple(c.color for c in classes))  # for RGB masks
     return write_dataset(
-        args.out, args.name, classes, rules, val=[Item(s, images[s], masks[s]) for s in val_ids],
-        train=[Item(s, images[s], masks.get(s)) for s in train_ids], labeled=labeled, shard_rows=args.shard_rows,
-        shard_mb=args.shard_mb, overwrite=args.overwrite, workers=args.workers,
+        args.out,
+        args.name,
+        classes,
+        rules,
+        val=[Item(s, images[s], masks[s]) for s in val_ids],
+        train=[Item(s, images[s], masks.get(s)) for s in train_ids],
+        labeled=labeled,
+        shard_rows=args.shard_rows,
+        shard_mb=args.shard_mb,
+        overwrite=args.overwrite,
+        workers=args.workers,
         source={"converter": "folder", "root": str(root), "splits": sorted(labeled), "val_images": len(val_ids)},
     )

@@ -31,7 +31,7 @@ class Backgrounds:
         h, w = img.shape[:2]
         side = int(min(h, w) * rng.uniform(0.25, 0.9))
         top, left = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
-        crop = Image.fromarray(img[top:top + side, left:left + side]).resize((size, size), Image.BILINEAR)
+        crop = Image.fromarray(img[top : top + side, left : left + side]).resize((size, size), Image.BILINEAR)
         out = np.asarray(crop, dtype=np.float32)
         if rng.random() < 0.5:
             out = out[:, ::-1]

@@ -46,8 +46,9 @@ def synthetic_key(cfg: Any) -> str:
     return f"synthetic-{fields['object_source']}-{digest}"
 
 
-def render_image(index: int, train: bool, cfg: Any, objects: ObjectSource,
-                 backgrounds: Backgrounds) -> tuple[np.ndarray, np.ndarray]:
+def render_image(
+    index: int, train: bool, cfg: Any, objects: ObjectSource, backgrounds: Backgrounds
+) -> tuple[np.ndarray, np.ndarray]:
     """uint8 image [S, S, 3] and mask [S, S] (0 = background, k + 1 = object class k)."""
     rng = np.random.default_rng([int(cfg.seed) & (2**63 - 1), 0 if train else 1, index])
     size = int(cfg.image_size)
@@ -80,15 +81,16 @@ def _object_colours(rng: np.random.Generator, texture: np.ndarray) -> np.ndarray
     return (c2 + (c1 - c2) * texture[..., None]).astype(np.float32)
 
 
-def _composite(image: np.ndarray, mask: np.ndarray, alpha: np.ndarray, colour: np.ndarray, top: int, left: int,
-               label: int) -> None:
+def _composite(
+    image: np.ndarray, mask: np.ndarray, alpha: np.ndarray, colour: np.ndarray, top: int, left: int, label: int
+) -> None:
     size, side = image.shape[0], alpha.shape[0]
     y0, x0 = max(top, 0), max(left, 0)
     y1, x1 = min(top + side, size), min(left + side, size)
     if y1 <= y0 or x1 <= x0:
         return
-    a = alpha[y0 - top:y1 - top, x0 - left:x1 - left, None]
-    c = colour[y0 - top:y1 - top, x0 - left:x1 - left]
+    a = alpha[y0 - top : y1 - top, x0 - left : x1 - left, None]
+    c = colour[y0 - top : y1 - top, x0 - left : x1 - left]
     image[y0:y1, x0:x1] = a * c + (1 - a) * image[y0:y1, x0:x1]
     mask[y0:y1, x0:x1][a[..., 0] > 0.5] = label
 
@@ -109,15 +111,18 @@ def synthetic_classes(cfg: Any) -> tuple[ClassInfo, ...]:
 
 
 def object_source_names(cfg: Any) -> tuple[str, ...]:
-    return object_source(cfg.num_object_classes, cfg.fashion_mnist_dir, train=False,
-                         kind=resolved_object_kind(cfg)).class_names
+    return object_source(
+        cfg.num_object_classes, cfg.fashion_mnist_dir, train=False, kind=resolved_object_kind(cfg)
+    ).class_names
 
 
-def _sample(prefix: str, index: int, image: np.ndarray, mask: np.ndarray, num_classes: int,
-            labelled: bool) -> Sample:
+def _sample(prefix: str, index: int, image: np.ndarray, mask: np.ndarray, num_classes: int, labelled: bool) -> Sample:
     return Sample(
-        id=f"{prefix}-{index:06d}", image=encode_jpeg(image, JPEG_QUALITY),
-        mask=encode_png(mask) if labelled else None, height=image.shape[0], width=image.shape[1],
+        id=f"{prefix}-{index:06d}",
+        image=encode_jpeg(image, JPEG_QUALITY),
+        mask=encode_png(mask) if labelled else None,
+        height=image.shape[0],
+        width=image.shape[1],
         class_pixels=np.bincount(mask.ravel(), minlength=num_classes) if labelled else None,
     )
 
@@ -126,11 +131,13 @@ def generate_synthetic(cfg: Any, out_uri: str, overwrite: bool = False) -> Manif
     """Writes the synthetic dataset of `cfg` (a SyntheticConfig) to `out_uri` and returns its manifest."""
     kind = resolved_object_kind(cfg)
     classes = synthetic_classes(cfg)
-    source = {"generator": "u2pl_ray.data.synthetic", "version": GENERATOR_VERSION,
-              **{k: v for k, v in cfg.model_dump().items() if k != "fashion_mnist_dir"},
-              "object_source": kind}  # what "auto" resolved to
-    writer = DatasetWriter(out_uri, "synthetic", classes, shard_rows=cfg.shard_rows, overwrite=overwrite,
-                           source=source)
+    source = {
+        "generator": "u2pl_ray.data.synthetic",
+        "version": GENERATOR_VERSION,
+        **{k: v for k, v in cfg.model_dump().items() if k != "fashion_mnist_dir"},
+        "object_source": kind,
+    }  # what "auto" resolved to
+    writer = DatasetWriter(out_uri, "synthetic", classes, shard_rows=cfg.shard_rows, overwrite=overwrite, source=source)
     n_cls = len(classes)
     val_objects = object_source(cfg.num_object_classes, cfg.fashion_mnist_dir, train=False, kind=kind)
     val_backgrounds = Backgrounds(train=False)

@@ -18,8 +18,7 @@ from scipy import ndimage
 
 # Fashion-MNIST labels in the order classes are taken (the most distinct silhouettes first).
 FMNIST_ORDER = (1, 8, 5, 0, 9, 3, 7, 2, 4, 6)
-FMNIST_NAMES = ("t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag",
-                "ankle-boot")
+FMNIST_NAMES = ("t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle-boot")
 SHAPES = ("disk", "square", "triangle", "cross", "ring", "star", "diamond", "hexagon", "crescent", "ell")
 PATTERNS = ("hstripes", "dots", "checker", "vstripes", "rings", "diagonal", "solid", "grid", "waves", "noise")
 
@@ -35,15 +34,18 @@ def fashion_mnist_available(folder: str | None) -> bool:
     if not folder:
         return False
     d = Path(folder)
-    return all((d / f"{p}-{k}-idx{n}-ubyte.gz").exists() or (d / f"{p}-{k}-idx{n}-ubyte").exists()
-               for p in ("train", "t10k") for k, n in (("images", 3), ("labels", 1)))
+    return all(
+        (d / f"{p}-{k}-idx{n}-ubyte.gz").exists() or (d / f"{p}-{k}-idx{n}-ubyte").exists()
+        for p in ("train", "t10k")
+        for k, n in (("images", 3), ("labels", 1))
+    )
 
 
 def _read_idx(path: Path) -> np.ndarray:
     gz = path.with_name(path.name + ".gz")
     raw = gzip.open(gz, "rb").read() if gz.exists() else path.read_bytes()
     ndim = raw[3]
-    shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
 
 
@@ -138,8 +140,9 @@ def _pattern(name: str, u: np.ndarray, v: np.ndarray, rng: np.random.Generator) 
     if name == "solid":
         return np.full_like(u, 0.85)
     if name == "grid":
-        return ((abs(np.sin(u * freq * np.pi + phase)) < 0.3) | (abs(np.sin(v * freq * np.pi + phase)) < 0.3)
-                ).astype(np.float32)
+        return ((abs(np.sin(u * freq * np.pi + phase)) < 0.3) | (abs(np.sin(v * freq * np.pi + phase)) < 0.3)).astype(
+            np.float32
+        )
     if name == "waves":
         return (np.sin(u * freq * np.pi + 2 * np.sin(v * 3 + phase)) > 0).astype(np.float32)
     if name == "noise":
