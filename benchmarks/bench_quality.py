@@ -122,15 +122,18 @@ def run_key(configs: Path, setting: str, seed: int, overrides: list[str], data: 
     return digest.hexdigest()[:16]
 
 
-def cached_run(folder: Path, setting: str, seed: int, key: str, run: Callable[[], dict]) -> dict:
+def cached_run(folder: Path, setting: str, seed: int, key: str, run: Callable[[], dict] | None) -> dict | None:
     """The result of one (setting, seed), saved under `folder` when it finishes and reused by later
-    invocations with the same `key`, so that the table fills across several sittings."""
+    invocations with the same `key`, so that the table fills across several sittings. `run=None`: the
+    saved result or None (a table of what is there)."""
     path = folder / f"{setting}-s{seed}.json"
     if path.exists():
         saved = json.loads(path.read_text())
         if saved.get("key") == key:
             print(f"{setting} seed {seed}: reusing {path}", flush=True)
             return saved["result"]
+    if run is None:
+        return None
     result = run()
     folder.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
@@ -287,6 +290,11 @@ def main() -> None:
     p.add_argument(
         "--fresh", action="store_true", help="train every (setting, seed) again instead of reusing the saved results"
     )
+    p.add_argument(
+        "--saved-only",
+        action="store_true",
+        help="train nothing: the table of the saved results (missing seeds left out)",
+    )
     args = p.parse_args()
     seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
     settings = args.settings or (QUICK_SETTINGS if args.quick else SETTINGS)
@@ -306,19 +314,28 @@ def main() -> None:
             old.unlink()
     storage = str(Path(args.storage) / dt.datetime.now().strftime("%Y%m%d-%H%M%S"))
     results: dict = {}
-    ray.init(address="local", num_cpus=os.cpu_count(), object_store_memory=1 << 30, log_to_driver=False)
+    if not args.saved_only:
+        ray.init(address="local", num_cpus=os.cpu_count(), object_store_memory=1 << 30, log_to_driver=False)
     try:
         for setting in settings:
             runs = []
             data = data_identity(configs, setting, overrides)
             for seed in seeds:
                 key = run_key(configs, setting, seed, overrides, data)
-                train = functools.partial(run_one, configs, setting, seed, overrides, storage)
-                runs.append(cached_run(saved, setting, seed, key, train))
-                print(f"{setting} seed {seed}: miou {runs[-1]['miou']:.4f}", flush=True)
-            results[setting] = aggregate(runs)
+                train = (
+                    None if args.saved_only else functools.partial(run_one, configs, setting, seed, overrides, storage)
+                )
+                result = cached_run(saved, setting, seed, key, train)
+                if result is not None:
+                    runs.append(result)
+                    print(f"{setting} seed {seed}: miou {result['miou']:.4f}", flush=True)
+            if runs:
+                results[setting] = aggregate(runs)
     finally:
-        ray.shutdown()
+        if ray.is_initialized():
+            ray.shutdown()
+    if not results:
+        raise SystemExit("no result to report (--saved-only with nothing saved)")
     wall = time.monotonic() - started
     first = next(iter(results.values()))["runs"][0]
     report = {

@@ -155,3 +155,21 @@ def test_plateau_is_the_step_between_the_last_two_validations():
         {"curve": [[100, 0.40, None, None], [200, 0.52, None, None], [300, 0.515, None, None]]}
     ) == pytest.approx(0.005)
     assert bq.plateau({"curve": [[100, 0.40, None, None]]}) is None
+
+
+def test_saved_only_reports_what_is_saved_and_trains_nothing(tmp_path, monkeypatch, capsys):
+    import ray
+
+    monkeypatch.setattr(ray, "init", lambda *a, **k: pytest.fail("--saved-only started Ray"))
+    folder = tmp_path / "quality_runs" / "synthetic"
+    folder.mkdir(parents=True)
+    for setting, seed, miou in (("sup_1_16", 0, 0.40), ("sup_1_16", 1, 0.42), ("sup_full", 0, 0.57)):
+        key = bq.run_key(bq.CONFIGS, setting, seed, [], bq.data_identity(bq.CONFIGS, setting, []))
+        result = {"seed": seed, "miou": miou, "iterations": 1200, "curve": [[1200, miou, miou, None]]}
+        (folder / f"{setting}-s{seed}.json").write_text(json.dumps({"key": key, "result": result}))
+    monkeypatch.setattr("sys.argv", ["bench_quality.py", "--saved-only", "--out", str(tmp_path)])
+    bq.main()
+    report = json.loads((tmp_path / "quality.json").read_text())["synthetic"]
+    assert set(report["results"]) == {"sup_1_16", "sup_full"}
+    assert report["results"]["sup_1_16"]["miou"] == [0.40, 0.42]
+    assert "| sup_1_16 | 40.0 | 42.0 | – | 41.0 ± 1.4 |" in (tmp_path / "quality.md").read_text()
