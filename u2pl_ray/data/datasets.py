@@ -118,24 +118,24 @@ def _set_context(ds: Any, cfg) -> None:
 # --- deterministic: one dataset per worker, epoch and stream -------------------------------------
 
 
+def segment_json(info: DatasetInfo, role: str, seg: Segment) -> str:
+    """One plan segment as the read task takes it: its shards' paths and rows, its entries and positions."""
+    part = info.part(role)
+    return json.dumps(
+        {
+            "paths": [part.shards[i].path for i in seg.shards],
+            "rows": [part.shards[i].rows for i in seg.shards],
+            "entries": seg.entries,
+            "positions": seg.positions,
+        }
+    )
+
+
 def plan_dataset(cfg, info: DatasetInfo, role: str, segments: Sequence[Segment], spec: RowSpec, epoch: int) -> Any:
     """A Ray Dataset yielding the rows of `segments` in plan order (decoded when data.decode is 'ray')."""
     import ray.data
 
-    part = info.part(role)
-    items = [
-        {
-            "segment": json.dumps(
-                {
-                    "paths": [part.shards[i].path for i in seg.shards],
-                    "rows": [part.shards[i].rows for i in seg.shards],
-                    "entries": seg.entries,
-                    "positions": seg.positions,
-                }
-            )
-        }
-        for seg in segments
-    ]
+    items = [{"segment": segment_json(info, role, seg)} for seg in segments]
     ds = ray.data.from_items(items, override_num_blocks=max(1, len(items)))
     kwargs = {
         "root": info.root,
@@ -153,22 +153,8 @@ def plan_dataset(cfg, info: DatasetInfo, role: str, segments: Sequence[Segment],
 def local_plan_rows(info: DatasetInfo, role: str, segments: Sequence[Segment]) -> Iterator[dict[str, Any]]:
     """The rows of `segments` in plan order, read in this process (data.reader: local): the read task's
     own body, without Ray Data; the batches have the columns Ray's numpy batches have."""
-    part = info.part(role)
     for seg in segments:
-        item = {
-            "segment": np.array(
-                [
-                    json.dumps(
-                        {
-                            "paths": [part.shards[i].path for i in seg.shards],
-                            "rows": [part.shards[i].rows for i in seg.shards],
-                            "entries": seg.entries,
-                            "positions": seg.positions,
-                        }
-                    )
-                ]
-            )
-        }
+        item = {"segment": np.array([segment_json(info, role, seg)])}
         for table in read_segments(
             item, root=info.root, columns=role_columns(role), spec=None, epoch=None, stream=ROLE_STREAM[role]
         ):

@@ -227,12 +227,11 @@ class TrainStream:
             segments = plan_segments(part, self.seed, epoch, ROLE_STREAM[role], lo, hi, self.cfg.shuffle_buffer)
             if self.cfg.reader == "local":
                 yield from local_plan_rows(self.info, role, segments)
-                lo, hi = hi, hi + max(_PLAN_EXTRA_ROWS, self.cfg.batch_size)
-                continue
-            ds = plan_dataset(self.cfg, self.info, role, segments, self.specs[role], epoch)
-            yield from ds.iter_batches(
-                batch_size=max(_PULL_ROWS, self.cfg.batch_size),
-                batch_format="numpy",
-                prefetch_batches=max(1, self.cfg.prefetch_batches),
-            )
+            else:
+                ds = plan_dataset(self.cfg, self.info, role, segments, self.specs[role], epoch)
+                yield from ds.iter_batches(
+                    batch_size=max(_PULL_ROWS, self.cfg.batch_size),
+                    batch_format="numpy",
+                    prefetch_batches=max(1, self.cfg.prefetch_batches),
+                )
             lo, hi = hi, hi + max(_PLAN_EXTRA_ROWS, self.cfg.batch_size)

@@ -53,13 +53,16 @@ class Components:
         def labels(x: Tensor | None) -> Tensor | None:
             return x.to(self.device, non_blocking=True).long() if x is not None else None
 
+        def pad(x: Tensor | None) -> Tensor | None:  # kept uint8: only some methods read it (they widen it)
+            return x.to(self.device, non_blocking=True) if x is not None else None
+
         return StepBatch(
             image_l=self.normalize(batch.image_l),
             label_l=labels(batch.label_l),  # type: ignore[arg-type]
             image_u=image(batch.image_u),
-            ignore_u=labels(batch.pad_u),
+            ignore_u=pad(batch.pad_u),
             image_u2=image(batch.image_u2),
-            ignore_u2=labels(batch.pad_u2),
+            ignore_u2=pad(batch.pad_u2),
         )
 
     def backward_and_step(self, loss: Tensor) -> None:

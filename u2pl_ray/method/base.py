@@ -56,7 +56,7 @@ class StepBatch:
     image_l: Tensor  # [B, 3, H, W]
     label_l: Tensor  # [B, H, W]
     image_u: Tensor | None = None  # [B, 3, H, W]
-    ignore_u: Tensor | None = None  # [B, H, W] long: 255 where image_u's crop padded, else 0
+    ignore_u: Tensor | None = None  # [B, H, W] uint8 or long: 255 where image_u's crop padded, else 0
     image_u2: Tensor | None = None  # a second weak view of the same unlabelled images (unlabeled_views = 2)
     ignore_u2: Tensor | None = None
 
