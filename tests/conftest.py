@@ -11,5 +11,19 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 # OpenMP threads that spin while waiting make small ops ~10x slower on a loaded 2-core machine.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+# Under pytest-xdist each test process gets its own temp dir (short: Ray keeps unix sockets under it),
+# so that tests checking what a run leaves in the temp dir do not see the other process's runs.
+_worker = os.environ.get("PYTEST_XDIST_WORKER")
+if _worker:
+    import atexit
+    import shutil
+    import tempfile
+
+    _tmp = f"/tmp/u2t-{_worker}-{os.getpid()}"
+    os.makedirs(_tmp, exist_ok=True)
+    atexit.register(shutil.rmtree, _tmp, ignore_errors=True)
+    os.environ["TMPDIR"] = _tmp
+    tempfile.tempdir = _tmp
+
 # One SeaweedFS server for the whole session (test modules use the fixtures, they do not import them).
 from tests.fixtures_s3 import s3_env, s3_server  # noqa: E402,F401

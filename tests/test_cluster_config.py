@@ -56,3 +56,18 @@ def test_the_gcp_cluster_validates_and_scales_gpu_nodes_from_zero():
         accelerators = spec["node_config"]["guestAccelerators"]
         assert accelerators[0]["acceleratorCount"] == spec["resources"]["GPU"]
         assert spec["node_config"]["scheduling"]["onHostMaintenance"] == "TERMINATE"
+
+
+def test_the_local_autoscaling_cluster_has_cluster_yamls_worker_types_on_cpu():
+    """cluster-local.yaml (fake_multinode, exercised by test_cluster_autoscaling) mirrors cluster.yaml's
+    worker types, with CPU resources and a `train_slot` where the real types have GPUs."""
+    # (prepare_config would merge in Ray's fake_multinode defaults, a file the wheel does not ship)
+    local = yaml.safe_load((CLUSTER.parent / "cluster-local.yaml").read_text())
+    validate_config(local)
+    assert local["provider"]["type"] == "fake_multinode"
+    workers = {n: s for n, s in local["available_node_types"].items() if n != local["head_node_type"]}
+    real = {n: s for n, s in _load()["available_node_types"].items() if s["resources"].get("GPU", 0) > 0}
+    assert set(workers) == set(real)
+    for name, spec in workers.items():
+        assert spec["min_workers"] == 0 and spec["resources"].get("GPU", 0) == 0
+        assert spec["resources"]["train_slot"] == real[name]["resources"]["GPU"], name

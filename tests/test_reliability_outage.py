@@ -10,9 +10,7 @@ import time
 
 import pytest
 from fixtures_s3 import SeaweedServer
-from train_support import checkpoint_names, local_ray, read_json, run_folder, stop_when_sealed, train
-
-from u2pl_ray.data.convert import main as convert_main
+from train_support import checkpoint_names, convert_tiny_synthetic, local_ray, read_json, run_folder, train, when_sealed
 
 pytestmark = [pytest.mark.ray, pytest.mark.s3, pytest.mark.slow]
 
@@ -38,29 +36,7 @@ def test_s3_outage_fails_cleanly_then_resume_completes(own_server, capsys):
     # The endpoint comes from AWS_ENDPOINT_URL, so the run's URI is a plain s3:// one.
     data = server.uri("outage", "data", endpoint_in_uri=False)
     storage = server.uri("outage", "runs", endpoint_in_uri=False)
-    assert (
-        convert_main(
-            [
-                "synthetic",
-                "--out",
-                data,
-                "--num-train",
-                "48",
-                "--num-val",
-                "8",
-                "--image-size",
-                "32",
-                "--labeled-fractions",
-                "1_4",
-                "--object-source",
-                "procedural",
-                "--shard-rows",
-                "16",
-                "--overwrite",
-            ]
-        )
-        == 0
-    )
+    convert_tiny_synthetic(data)
     args = [
         f"--set=data.root={data}",
         f"--set=storage.path={storage}",
@@ -74,7 +50,9 @@ def test_s3_outage_fails_cleanly_then_resume_completes(own_server, capsys):
     stopped: dict = {}
     with local_ray(server.env()):
         watcher = threading.Thread(
-            target=stop_when_sealed, args=(server, fs, f"{run}/checkpoint_00000003/meta.json", stopped), daemon=True
+            target=when_sealed,
+            args=(fs, f"{run}/checkpoint_00000003/meta.json", lambda: server.stop(grace_s=5), stopped),
+            daemon=True,
         )
         watcher.start()
         capsys.readouterr()

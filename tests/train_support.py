@@ -7,7 +7,7 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -127,21 +127,49 @@ def assert_same_state(a: dict[str, Any], b: dict[str, Any]) -> None:
         assert sa["progress"][key] == sb["progress"][key]
 
 
-def stop_when_sealed(
-    server: Any, fs: pafs.FileSystem, meta_path: str, stopped: dict[str, float], timeout_s: float = 300.0
+def when_sealed(
+    fs: pafs.FileSystem, meta_path: str, action: Callable[[], Any], fired: dict[str, float], timeout_s: float = 300.0
 ) -> None:
-    """A watcher thread's body: stops the S3 `server` once `meta_path` exists (a checkpoint is sealed)
-    and puts the Unix time of the stop in `stopped["at"]`."""
+    """A watcher thread's body: runs `action` (stop the S3 server, kill a node) once `meta_path` exists
+    (a checkpoint is sealed) and puts the Unix time it fired in `fired["at"]`."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:
             if fs.get_file_info(meta_path).is_file:
-                stopped["at"] = time.time()
-                server.stop(grace_s=5)
+                fired["at"] = time.time()
+                action()
                 return
         except OSError:
             pass
         time.sleep(0.2)
+
+
+def convert_tiny_synthetic(out_uri: str) -> None:
+    """The tiny config's synthetic dataset as parquet shards at `out_uri` (for runs that must read
+    their data from object storage)."""
+    from u2pl_ray.data.convert import main as convert_main
+
+    rc = convert_main(
+        [
+            "synthetic",
+            "--out",
+            out_uri,
+            "--num-train",
+            "48",
+            "--num-val",
+            "8",
+            "--image-size",
+            "32",
+            "--labeled-fractions",
+            "1_4",
+            "--object-source",
+            "procedural",
+            "--shard-rows",
+            "16",
+            "--overwrite",
+        ]
+    )
+    assert rc == 0, f"converting the tiny dataset to {out_uri} failed"
 
 
 class FolderSession:

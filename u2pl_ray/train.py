@@ -146,13 +146,20 @@ def fit_with_progress(trainer: Any, board: Any, printer: Any) -> tuple[Any, Base
         except BaseException as exc:  # reported by the caller
             box["error"] = exc
 
+    def drain() -> None:
+        # Progress is a courtesy: a lost board (its node gone) must not end the run the driver watches.
+        try:
+            printer.handle(ray.get(board.drain.remote(), timeout=30))
+        except (ray.exceptions.RayError, TimeoutError) as exc:
+            log.warning("progress board unavailable (%s); training goes on", type(exc).__name__)
+
     thread = threading.Thread(target=target, name="trainer-fit", daemon=True)
     with _StopOnSignal(board):
         thread.start()
         while thread.is_alive():
             thread.join(timeout=1.0)
-            printer.handle(ray.get(board.drain.remote()))
-    printer.handle(ray.get(board.drain.remote()))
+            drain()
+    drain()
     printer.close()
     return box.get("result"), box.get("error")
 
@@ -224,7 +231,7 @@ def run_training(
     import ray
 
     from u2pl_ray.data.stream import load_dataset_info
-    from u2pl_ray.engine.progress import ProgressBoard, ProgressPrinter
+    from u2pl_ray.engine.progress import ProgressPrinter, start_board
 
     started = time.monotonic()
     info = load_dataset_info(cfg.data)
@@ -243,7 +250,7 @@ def run_training(
         flush=True,
     )
     print(f"data: {describe_data(cfg, info)}", flush=True)
-    board = ProgressBoard.remote()
+    board = start_board()
     # TensorBoard writes local files; for object storage they are staged here and uploaded at the end.
     tb_dir = Path(run.path) / "tensorboard" if run.is_local else Path(tempfile.mkdtemp(prefix="u2pl-tb-"))
     # An s3:// run's TensorBoard files reach storage at every validation, not only at the end.

@@ -269,6 +269,23 @@ class ScalingConfig(Section):
     gpus_per_worker: float = Field(1.0, gt=0, description="GPUs Ray reserves for each training worker")
     amp: Literal["none", "bf16", "fp16"] = Field("none", description="mixed precision on GPU")
     torch_threads: int | None = Field(None, gt=0, description="CPU threads per worker; null = cores / workers")
+    resources_per_worker: dict[str, float] = Field(
+        default_factory=dict,
+        description="custom Ray resources each worker also reserves (e.g. a node type's resource, to place workers)",
+    )
+    min_workers: int | None = Field(
+        None,
+        ge=1,
+        description="elastic: go on with as few as this many workers when nodes are lost (null = always num_workers)",
+    )
+
+    @model_validator(mode="after")
+    def _check_elastic(self) -> ScalingConfig:
+        if self.min_workers is not None and not 1 <= self.min_workers <= self.num_workers:
+            raise ValueError(
+                f"scaling.min_workers ({self.min_workers}) must lie between 1 and scaling.num_workers ({self.num_workers})"
+            )
+        return self
 
 
 class StorageConfig(Section):

@@ -36,11 +36,16 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
 
 
 def _single_node() -> bool:
-    """True on a one-node cluster (a laptop, CI): there the CPU budget can be checked up front; a
-    cluster that autoscales adds nodes later."""
+    """True on a one-node cluster without an autoscaler (a laptop, CI): there the CPU budget can be
+    checked up front; a cluster that autoscales adds nodes when the workers ask for them."""
     import ray
+    from ray._private import ray_constants
+    from ray.experimental.internal_kv import _internal_kv_get
 
-    return len([n for n in ray.nodes() if n.get("Alive")]) == 1
+    if len([n for n in ray.nodes() if n.get("Alive")]) != 1:
+        return False
+    # The autoscaler's monitor publishes its status here (what `ray status` prints).
+    return not _internal_kv_get(ray_constants.DEBUG_AUTOSCALING_STATUS)
 
 
 @dataclass
@@ -149,11 +154,15 @@ def build_trainer(
     from u2pl_ray.engine.ray_session import train_loop_per_worker
 
     sc = cfg.scaling
-    resources: dict[str, float] = {"CPU": sc.cpus_per_worker}
+    resources: dict[str, float] = {"CPU": sc.cpus_per_worker, **sc.resources_per_worker}
     if sc.use_gpu:
         resources["GPU"] = sc.gpus_per_worker
+    # Elastic: Ray Train restarts the group with as many workers as the cluster can hold (at least
+    # min_workers) and grows it again when nodes come back. Iterations per epoch stay those of
+    # num_workers, so fewer workers see fewer images per epoch (see README, "Elastic training").
+    elastic = sc.min_workers is not None and sc.min_workers < sc.num_workers
     scaling = ScalingConfig(
-        num_workers=sc.num_workers,
+        num_workers=(sc.min_workers, sc.num_workers) if elastic else sc.num_workers,  # type: ignore[arg-type]
         use_gpu=sc.use_gpu,
         resources_per_worker=resources if sc.num_workers else None,
     )

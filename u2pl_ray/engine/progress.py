@@ -38,6 +38,15 @@ class ProgressBoard:
         return self._stop
 
 
+def start_board() -> Any:
+    """A ProgressBoard pinned to the caller's (the driver's) node: placed anywhere, it could land on a
+    worker node, and losing that node would break the driver's progress loop."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    return ProgressBoard.options(scheduling_strategy=here).remote()  # type: ignore[attr-defined]
+
+
 def format_duration(seconds: float) -> str:
     if not math.isfinite(seconds) or seconds < 0:
         return "?"
