@@ -4,7 +4,7 @@ contrastive loss, UniMatch, and the all-labels ceiling, on two datasets.
     python benchmarks/bench_quality.py [--suite synthetic|inia19] [--quick] [--seeds 0 1 2]
                                        [--settings NAME ...] [--set KEY=VALUE ...] [--fresh] [--out DIR]
 
-Suites: `synthetic` (configs/quality/: the built-in benchmark, Fashion-MNIST objects on photos) and
+Suites: `synthetic` (configs/quality/: the built-in synthetic set with procedural objects, 320 images) and
 `inia19` (configs/quality_inia19/: the INIA19 macaque MRI and its NeuroMaps atlas, built by
 benchmarks/mri_data.py from Debian's mricron-data on first use). For every setting and seed, runs the
 product's own training (u2pl_ray.train.run_training) and reads mIoU from the run's summary.json. All

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from dataclasses import dataclass
@@ -32,6 +34,7 @@ class RayHead:
     dashboard_url: str
     env: dict[str, str]
     log: Path
+    ray_tmp: Path
 
     def run(self, *args: str, timeout: float = 300, cwd: str | None = None) -> subprocess.CompletedProcess:
         """A `ray ...` client command against this head."""
@@ -41,6 +44,7 @@ class RayHead:
 
     def stop(self, grace_s: float = 20) -> None:
         _stop_group(self.proc, grace_s)
+        shutil.rmtree(self.ray_tmp, ignore_errors=True)
 
     def alive_nodes(self) -> list[dict]:
         """The cluster's live nodes (state API over the dashboard): node_id, resources_total, is_head_node."""
@@ -158,6 +162,9 @@ def start_head(
     """`autoscaling_config`: a `fake_multinode` cluster YAML (cluster-local.yaml); the head's autoscaler
     then starts and stops worker nodes on this machine as the demand asks."""
     env = _node_env(extra_env)
+    # Ray's unix sockets live under its temp dir, at most 107 bytes a path: pytest's (and xdist's)
+    # tmp paths can be too long, so Ray gets a short one of its own (removed by stop()).
+    ray_tmp = Path(tempfile.mkdtemp(prefix="u2h-", dir="/tmp"))
     port, dash = free_port(), free_port()
     log = tmp / "ray-head.log"
     cmd = [
@@ -171,7 +178,7 @@ def start_head(
         f"--dashboard-port={dash}",
         f"--num-cpus={num_cpus}",
         "--object-store-memory=1000000000",
-        f"--temp-dir={tmp / 'ray'}",
+        f"--temp-dir={ray_tmp}",
         "--disable-usage-stats",
         f"--ray-client-server-port={free_port()}",
         *_agent_ports(),
@@ -194,9 +201,10 @@ def start_head(
             time.sleep(1)
     else:
         os.killpg(proc.pid, signal.SIGKILL)
+        shutil.rmtree(ray_tmp, ignore_errors=True)
         raise RuntimeError(f"the Ray dashboard did not come up at {url}:\n{log.read_text()[-3000:]}")
     env["RAY_ADDRESS"] = url
-    return RayHead(proc=proc, gcs_address=f"127.0.0.1:{port}", dashboard_url=url, env=env, log=log)
+    return RayHead(proc=proc, gcs_address=f"127.0.0.1:{port}", dashboard_url=url, env=env, log=log, ray_tmp=ray_tmp)
 
 
 def _with_gcs_port(config: Path, port: int, tmp: Path) -> Path:
@@ -225,8 +233,6 @@ class LocalCluster:
     Ray's unix sockets live there and a socket path may not exceed 107 bytes."""
 
     def __init__(self, env: dict[str, str]):
-        import tempfile
-
         self.tmp = Path(tempfile.mkdtemp(prefix="u2n-", dir="/tmp"))
         self.env = env
         self.head = start_head(self.tmp, extra_env={**env, **FAST_NODE_DEATH}, num_cpus=1)
@@ -255,8 +261,6 @@ class LocalCluster:
         return {names.get(a.node_id, "?") for a in actors}
 
     def stop(self) -> None:
-        import shutil
-
         for node in self.nodes.values():
             node.stop(grace_s=2)
         self.head.stop(grace_s=2)

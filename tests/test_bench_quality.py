@@ -112,6 +112,8 @@ def test_main_writes_json_markdown_and_one_json_line(tmp_path, monkeypatch, caps
     bq.main()
 
 
+@pytest.mark.ray
+@pytest.mark.slow
 def test_one_real_run_reads_its_summary(tmp_path):
     import ray
 

@@ -6,8 +6,6 @@ removed afterwards. The node count is sampled every second throughout."""
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -24,8 +22,7 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow]
 def test_a_job_scales_the_cluster_up_and_idle_nodes_are_removed(tmp_path):
     import ray
 
-    short = Path(tempfile.mkdtemp(prefix="u2a-", dir="/tmp"))  # Ray's socket paths must stay short
-    head = start_head(short, num_cpus=1, autoscaling_config=REPO / "cluster-local.yaml")
+    head = start_head(tmp_path, num_cpus=1, autoscaling_config=REPO / "cluster-local.yaml")
     samples: list[tuple[float, int, float]] = []  # (seconds, worker nodes, train slots)
     done = threading.Event()
 
@@ -62,7 +59,6 @@ def test_a_job_scales_the_cluster_up_and_idle_nodes_are_removed(tmp_path):
         sampler.join()
         ray.shutdown()
         head.stop(grace_s=2)
-        shutil.rmtree(short, ignore_errors=True)
     print("node samples (s, worker nodes, train slots):", json.dumps([s for s in samples if s[1]][:3]), "...")
     assert rc == 0
     summary = json.loads((tmp_path / "scaled" / "summary.json").read_text())

@@ -129,7 +129,7 @@ def test_lost_worker_node_is_replaced_and_the_run_ends_as_if_uninterrupted(clust
 
     replacer = threading.Thread(target=replace, daemon=True)
     replacer.start()
-    rc = train(*_args(cluster, "replaced", "--set=fault.step_delay_s=1.0"))
+    rc = train(*_args(cluster, "replaced", "--set=fault.step_delay_s=0.5"))
     replacer.join()
     assert "at" in fired, "the first checkpoint was never sealed"
     assert rc == 0, "losing a worker node must not end the run"
@@ -146,7 +146,7 @@ def test_lost_worker_node_is_replaced_and_the_run_ends_as_if_uninterrupted(clust
 @pytest.mark.timeout(400)
 def test_elastic_run_goes_on_with_the_workers_left(cluster):
     watcher, fired = _kill_when_sealed(cluster, "elastic", "node_c", 2)
-    rc = train(*_args(cluster, "elastic", "--set=scaling.min_workers=1", "--set=fault.step_delay_s=1.0"))
+    rc = train(*_args(cluster, "elastic", "--set=scaling.min_workers=1", "--set=fault.step_delay_s=0.5"))
     watcher.join()
     assert "at" in fired and rc == 0
     state, meta, summary = _final(cluster, "elastic")

@@ -15,6 +15,7 @@ from train_support import REPO, local_ray, run_folder, train
 
 @pytest.mark.ray
 @pytest.mark.s3
+@pytest.mark.slow
 @pytest.mark.timeout(420)
 def test_planted_secret_appears_in_no_file_or_log_of_the_run(s3_env, tmp_path, capfd):
     server = s3_env

@@ -20,6 +20,7 @@ def test_flat_params_are_what_mlflow_stores():
     }
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(420)
 def test_a_run_logs_config_metrics_pictures_and_checkpoints_to_mlflow_and_wandb(tmp_path, monkeypatch):
     from mlflow.tracking import MlflowClient

@@ -294,7 +294,8 @@ def describe_data(cfg: Config, info: Any) -> str:
         from u2pl_ray.data.synthetic.generator import resolved_object_kind
 
         kind = resolved_object_kind(cfg.data.synthetic)
-        hint = "" if kind == "fashion_mnist" else " (install Debian's dataset-fashion-mnist for Fashion-MNIST objects)"
+        chose = cfg.data.synthetic.object_source == "auto" and kind != "fashion_mnist"
+        hint = " (install Debian's dataset-fashion-mnist for Fashion-MNIST objects)" if chose else ""
         text += f"; objects: {kind}{hint}"
     return text
 
