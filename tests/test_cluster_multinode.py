@@ -40,6 +40,9 @@ def cluster(s3_server):
     s3_server.make_bucket("nodes")
     saved = dict(os.environ)
     os.environ.update(s3_server.env())
+    # A worker group that cannot be placed (a node just died) gives up after 30 s, not 60 (Ray Train
+    # passes this from the driver to its controller); the elastic restart then counts the nodes again.
+    os.environ["RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"] = "30"
     c = LocalCluster(s3_server.env())
     c.s3 = s3_server
     try:

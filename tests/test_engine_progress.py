@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import io
+import time
+
+import pytest
 
 from u2pl_ray.engine.progress import ProgressPrinter
 from u2pl_ray.viz.curves import tensorboard_series
@@ -68,3 +71,29 @@ def test_each_validation_flushes_tensorboard_and_calls_the_sync_hook(tmp_path):
     printer.handle([{"kind": "validation", "iteration": 4, "val/miou": 0.3, "val/student/miou": 0.3}])
     assert len(seen) == 1 and seen[0] > 0  # the scalars were on disk when the hook ran
     printer.close()
+
+
+@pytest.mark.ray
+@pytest.mark.timeout(120)
+def test_a_lost_progress_board_does_not_end_the_run_the_driver_watches():
+    """The board lives on the driver's node; should it still be lost, the driver's loop logs and goes on
+    (it died with ActorUnavailableError when the board had landed on a lost worker node)."""
+    import ray
+    from train_support import local_ray
+
+    from u2pl_ray.engine.progress import start_board
+    from u2pl_ray.train import fit_with_progress
+
+    class Trainer:  # stands in for TorchTrainer: fit() outlives the board
+        def fit(self):
+            time.sleep(3)
+            return "result"
+
+    with local_ray():
+        board = start_board()
+        board.push.remote({"kind": "report", "iteration": 1})
+        assert ray.get(board.drain.remote()) == [{"kind": "report", "iteration": 1}]
+        ray.kill(board)
+        out = io.StringIO()
+        result, error = fit_with_progress(Trainer(), board, ProgressPrinter(total_epochs=1, stream=out))
+    assert (result, error) == ("result", None)
