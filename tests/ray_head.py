@@ -239,9 +239,16 @@ class LocalCluster:
         self.nodes: dict[str, RayWorkerNode] = {}
 
     def add(self, name: str) -> RayWorkerNode:
-        self.nodes[name] = start_worker_node(
-            self.head, self.tmp, name, num_cpus=1, resources={"train_slot": 1}, extra_env=self.env
-        )
+        # One retry: on a loaded 2-core machine a raylet can miss Ray's start-up deadline.
+        for attempt in (1, 2):
+            try:
+                self.nodes[name] = start_worker_node(
+                    self.head, self.tmp, name, num_cpus=1, resources={"train_slot": 1}, extra_env=self.env
+                )
+                break
+            except RuntimeError:
+                if attempt == 2:
+                    raise
         return self.nodes[name]
 
     def alive_node_names(self) -> set[str]:
