@@ -27,3 +27,17 @@ if _worker:
 
 # One SeaweedFS server for the whole session (test modules use the fixtures, they do not import them).
 from tests.fixtures_s3 import s3_env, s3_server  # noqa: E402,F401
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """Longest modules first, so that under xdist (`--dist loadfile --no-loadscope-reorder`) the two
+    processes finish together instead of one running the end-to-end Ray modules alone at the end.
+    A module's expected length is the sum of its tests' explicit `timeout` marks (the Ray tests carry
+    one sized to their run), which keeps the order right as tests are added without a timing file."""
+    weight: dict[str, float] = {}
+    for item in items:
+        mark = item.get_closest_marker("timeout")
+        seconds = float(mark.args[0]) if mark is not None and mark.args else 0.0
+        weight[item.module.__name__] = weight.get(item.module.__name__, 0.0) + seconds
+    order = {name: i for i, name in enumerate(dict.fromkeys(item.module.__name__ for item in items))}
+    items.sort(key=lambda item: (-weight[item.module.__name__], order[item.module.__name__]))

@@ -26,25 +26,31 @@ def cache_dir(tmp_path_factory):
     return str(tmp_path_factory.mktemp("synthetic-cache"))
 
 
+@pytest.fixture(scope="module")
+def ray_session(s3_server):
+    """One local Ray for the module (its workers see the S3 server's credentials)."""
+    with local_ray(s3_server.env()):
+        yield
+
+
 def _staging_folders() -> set[str]:
     return {p.name for p in Path(tempfile.gettempdir()).glob("u2pl-tb-*")}
 
 
 @pytest.mark.s3
 @pytest.mark.timeout(420)
-def test_two_workers_train_u2pl_with_identical_banks_on_s3(s3_env, cache_dir):
+def test_two_workers_train_u2pl_with_identical_banks_on_s3(ray_session, s3_env, cache_dir):
     s3_server = s3_env
     s3_server.make_bucket("runs")
     storage = s3_server.uri("runs", "train")
     staging_before = _staging_folders()
-    with local_ray(s3_server.env()):
-        rc = train(
-            f"--set=storage.path={storage}",
-            "--set=storage.name=two",
-            "--set=method.sup_only_epochs=0",
-            f"--set=data.cache_dir={cache_dir}",
-            "--set=eval.images_every=1",
-        )
+    rc = train(
+        f"--set=storage.path={storage}",
+        "--set=storage.name=two",
+        "--set=method.sup_only_epochs=0",
+        f"--set=data.cache_dir={cache_dir}",
+        "--set=eval.images_every=1",
+    )
     assert rc == 0
     assert _staging_folders() <= staging_before, "the TensorBoard staging folder of an s3:// run is removed"
     fs, run = run_folder(storage, "two")
@@ -71,18 +77,19 @@ def test_two_workers_train_u2pl_with_identical_banks_on_s3(s3_env, cache_dir):
 
 
 @pytest.mark.timeout(420)
-def test_supervised_on_two_workers_validates_every_epoch_with_periodic_checkpoints(tmp_path, cache_dir, capsys):
+def test_supervised_on_two_workers_validates_every_epoch_with_periodic_checkpoints(
+    ray_session, tmp_path, cache_dir, capsys
+):
     """Supervised mode on two DDP workers (it crashed at iteration 1: the representation head had no
     loss); periodic checkpoints at every 2nd iteration, some on epoch ends (whose validations were
     skipped, and whose reports carried no iteration)."""
-    with local_ray():
-        rc = train(
-            f"--set=storage.path={tmp_path}",
-            "--set=storage.name=sup",
-            f"--set=data.cache_dir={cache_dir}",
-            "--set=method.name=supervised",
-            "--set=storage.checkpoint_every_iters=2",
-        )
+    rc = train(
+        f"--set=storage.path={tmp_path}",
+        "--set=storage.name=sup",
+        f"--set=data.cache_dir={cache_dir}",
+        "--set=method.name=supervised",
+        "--set=storage.checkpoint_every_iters=2",
+    )
     out = capsys.readouterr().out
     assert rc == 0
     run = tmp_path / "sup"
@@ -111,7 +118,7 @@ def _local():
 
 
 @pytest.mark.timeout(600)
-def test_stop_and_resume_reproduces_an_uninterrupted_run(tmp_path, cache_dir):
+def test_stop_and_resume_reproduces_an_uninterrupted_run(ray_session, tmp_path, cache_dir):
     # Validations on every epoch's last batch (eval.every_iters = iters_per_epoch), periodic checkpoints.
     common = [
         f"--set=storage.path={tmp_path}",
@@ -122,14 +129,13 @@ def test_stop_and_resume_reproduces_an_uninterrupted_run(tmp_path, cache_dir):
         "--set=eval.every_iters=4",
         "--set=method.sup_only_epochs=1",
     ]
-    with local_ray():
-        assert train(*common, "--set=storage.name=straight") == 0
-        # the same run, failing at iteration 5 (after the validation checkpoint of iteration 4, an epoch's end)...
-        assert train(*common, "--set=storage.name=broken", "--set=fault.fail_at_iter=5") == 1
-        fs, broken = run_folder(str(tmp_path), "broken")
-        assert checkpoint_names(fs, broken)[-1] == "checkpoint_00000004"
-        # ...then resumed without the fault: no second validation of iteration 4
-        assert train(f"--resume={broken}", "--set=fault.fail_at_iter=null") == 0
+    assert train(*common, "--set=storage.name=straight") == 0
+    # the same run, failing at iteration 5 (after the validation checkpoint of iteration 4, an epoch's end)...
+    assert train(*common, "--set=storage.name=broken", "--set=fault.fail_at_iter=5") == 1
+    fs, broken = run_folder(str(tmp_path), "broken")
+    assert checkpoint_names(fs, broken)[-1] == "checkpoint_00000004"
+    # ...then resumed without the fault: no second validation of iteration 4
+    assert train(f"--resume={broken}", "--set=fault.fail_at_iter=null") == 0
     fs, straight = run_folder(str(tmp_path), "straight")
     histories = [
         [h["iteration"] for h in read_json(fs, f"{run}/summary.json")["history"]] for run in (straight, broken)
@@ -145,19 +151,18 @@ def test_stop_and_resume_reproduces_an_uninterrupted_run(tmp_path, cache_dir):
 
 
 @pytest.mark.timeout(420)
-def test_unimatch_trains_on_two_workers_with_two_views_per_unlabelled_image(tmp_path, cache_dir):
+def test_unimatch_trains_on_two_workers_with_two_views_per_unlabelled_image(ray_session, tmp_path, cache_dir):
     """method.name=unimatch through Ray Train and Ray Data: the stream's second weak view decoded in Ray
     tasks (data.decode: ray), no teacher, the method's generators saved per rank (its exact resume is
     tested in one process, tests/test_engine_runner.py)."""
-    with local_ray():
-        rc = train(
-            f"--set=storage.path={tmp_path}",
-            "--set=storage.name=um",
-            f"--set=data.cache_dir={cache_dir}",
-            "--set=method.name=unimatch",
-            "--set=method.conf_thresh=0.5",
-            "--set=data.decode=ray",
-        )
+    rc = train(
+        f"--set=storage.path={tmp_path}",
+        "--set=storage.name=um",
+        f"--set=data.cache_dir={cache_dir}",
+        "--set=method.name=unimatch",
+        "--set=method.conf_thresh=0.5",
+        "--set=data.decode=ray",
+    )
     assert rc == 0
     summary = json.loads((tmp_path / "um" / "summary.json").read_text())
     assert [h["iteration"] for h in summary["history"]] == [4, 8] and summary["teacher"]["best_miou"] is None
